@@ -1,0 +1,1 @@
+"""Catalogue of known checkpoints and curated direction files (installed as ``latentdirs.checkpoints``)."""

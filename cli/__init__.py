@@ -1,0 +1,1 @@
+"""The ``latentdirs`` command line (installed as ``latentdirs.cli``); the library never imports it."""

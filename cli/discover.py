@@ -1,0 +1,56 @@
+"""``latentdirs discover``: run a discovery method and write a direction file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from latentdirs.cli.params import DEVICE, INDEX_SPEC, OPTION
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+@click.command("discover", context_settings=CONTEXT)
+@click.argument("generator_spec", metavar="GENERATOR", default="dcgan-faces")
+@click.option("-m", "--method", default="sefa", help="Discovery method (see 'latentdirs list methods').")
+@click.option("-k", "--num-directions", type=click.IntRange(min=1), default=None,
+              help="How many directions to keep (default: all the method finds).")
+@click.option("--layers", type=INDEX_SPEC, default=None,
+              help="Projection layers to factorise, e.g. '0-3' (layered generators only).")
+@click.option("--space", default=None, help="Latent space, e.g. z, w or w+ (default: the method's choice).")
+@click.option("--seed", type=int, default=None, help="Random seed (learned methods).")
+@click.option("--opt", "options", type=OPTION, multiple=True, metavar="KEY=VALUE",
+              help="Further method option; repeatable. Values are read as JSON when they parse.")
+@click.option("--device", type=DEVICE, default="auto", help="Where to run.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Direction file to write (.safetensors).")
+def discover_command(generator_spec: str, method: str, num_directions: int | None, layers: list[int] | None,
+                     space: str | None, seed: int | None, options: tuple[tuple[str, Any], ...], device: str,
+                     out: Path) -> None:
+    """Discover directions in GENERATOR's latent space and write them to a direction file.
+
+    \b
+    Examples:
+      latentdirs discover dcgan-faces -m sefa -k 10 -o faces.safetensors
+      latentdirs discover dcgan-eyes -m sefa -o eyes.safetensors
+      latentdirs discover module:mypkg.nets:make_g --opt first_layer=fc -o mine.safetensors
+    """
+    from latentdirs.api import discover
+    from latentdirs.registry import load_generator
+
+    chosen: dict[str, Any] = dict(options)
+    for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed)):
+        if value is not None:
+            chosen[key] = value
+    generator = load_generator(generator_spec, device=device)
+    started = time.perf_counter()
+    directions = discover(generator, method, **chosen)
+    elapsed = time.perf_counter() - started
+    directions.save(out)
+    scores = directions.scores
+    top = ", ".join(f"{s:.3g}" for s in scores[:5].tolist()) if scores is not None else "n/a"
+    click.echo(f"wrote {out}: {len(directions)} directions in {directions.space!r} of {generator.spec} "
+               f"by {method} in {elapsed:.3f} s; top {directions.meta.get('score_kind') or 'scores'}: {top}")

@@ -1,0 +1,69 @@
+"""``latentdirs edit``: render edit grids, strips, animations and a manifest from a direction file."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from latentdirs.cli.params import ALPHA_SPEC, DEVICE, INDEX_SPEC
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+@click.command("edit", context_settings=CONTEXT)
+@click.argument("directions_path", metavar="DIRECTIONS", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-g", "--generator", "generator_spec", default=None,
+              help="Generator spec (default: the one recorded in the direction file).")
+@click.option("--seeds", type=INDEX_SPEC, default="0-7", help="Seeds, one row each, e.g. '0-7,42'.")
+@click.option("--indices", type=INDEX_SPEC, default="0-4", help="Directions to render, e.g. '0-3'.")
+@click.option("--alphas", type=ALPHA_SPEC, default="-3:3:7", help="Strengths: START:STOP:NUM or A,B,C.")
+@click.option("--class", "classes", multiple=True, metavar="NAME|ID",
+              help="Class for conditional generators; repeat for several (one row per class and seed).")
+@click.option("--truncation", type=float, default=None, help="Truncation ψ in (0, 1].")
+@click.option("--animate", type=click.Choice(["gif", "webp"]), default=None, is_flag=False, flag_value="gif",
+              help="Also write an animation sweeping the strength (--animate = gif).")
+@click.option("--no-strips", is_flag=True, help="Skip the per-seed strips.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images rendered per forward pass.")
+@click.option("--device", type=DEVICE, default="auto", help="Where to render.")
+@click.option("--allow-other-generator", is_flag=True,
+              help="Use the directions even if the generator's weights differ from the file's.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[int], indices: list[int],
+                 alphas: list[float], classes: tuple[str, ...], truncation: float | None, animate: str | None,
+                 no_strips: bool, batch_size: int, device: str, allow_other_generator: bool, out: Path) -> None:
+    """Render what the directions in DIRECTIONS do: one grid per direction (rows = seeds,
+    columns = strengths), per-seed strips, optional animations, and manifest.json.
+
+    \b
+    Examples:
+      latentdirs edit faces.safetensors --indices 0-3 --seeds 0-5 --alphas -3:3:7 -o out/faces
+      latentdirs edit eyes.safetensors --class blue --class 6 --animate -o out/eyes
+    """
+    from tqdm import tqdm
+
+    from latentdirs.directions import Directions, read_header
+    from latentdirs.registry import load_generator
+    from latentdirs.render import check_writable, render_edits
+
+    header = read_header(directions_path)
+    check_writable(out)
+    spec = generator_spec or (header.get("generator") or {}).get("spec")
+    if not spec:
+        raise click.UsageError("the direction file names no generator; pass -g/--generator")
+    generator = load_generator(spec, device=device)
+    directions = Directions.load(directions_path, generator=generator, strict=not allow_other_generator)
+    for index in indices:
+        directions.check_index(index, param="--indices")
+    truncation = generator.check_truncation(truncation)
+    class_list = list(classes) or None
+    total = len(indices) * len(seeds) * len(alphas) * (len(class_list) if class_list else 1)
+    with tqdm(total=total, unit="img", desc="edit", disable=None, file=sys.stderr) as bar:
+        manifest = render_edits(generator, directions, out_dir=out, seeds=seeds, indices=indices, alphas=alphas,
+                                classes=class_list, truncation=truncation, batch_size=batch_size,
+                                strips=not no_strips, animate=animate, directions_path=str(directions_path),
+                                command=shlex.join(["latentdirs", *sys.argv[1:]]), progress=bar.update)
+    grids = sum(1 for r in manifest["images"] if r["kind"] == "grid")
+    click.echo(f"wrote {total} images into {len(manifest['images'])} files ({grids} grids) and manifest.json in {out}")

@@ -1,0 +1,155 @@
+"""Entry point: the ``latentdirs`` group, error handling, and the small commands (list, inspect, label, import)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from latentdirs.errors import LatentDirsError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+class _Group(click.Group):
+    """Turns library errors into one line and exit code 1 (the traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context):  # noqa: D401
+        try:
+            return super().invoke(ctx)
+        except LatentDirsError as error:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"Error: {error}", err=True, fg="red")
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; finished files are kept, none is half-written.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="latentdirs")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Discover interpretable directions in GAN latent spaces and edit images with them.
+
+    \b
+    Quick start:
+      latentdirs discover dcgan-faces -m sefa -k 10 -o faces.safetensors
+      latentdirs edit faces.safetensors --indices 0-3 --seeds 0-5 -o out/
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@cli.command("list", context_settings=CONTEXT)
+@click.argument("what", type=click.Choice(["generators", "methods"]))
+def list_command(what: str) -> None:
+    """List known generators or discovery methods.
+
+    \b
+    Example:
+      latentdirs list generators
+    """
+    from latentdirs.registry import list_generators, list_methods
+
+    entries = list_generators() if what == "generators" else list_methods()
+    width = max(len(name) for name in entries)
+    for name, description in entries.items():
+        click.echo(f"{name:<{width}}  {description}")
+
+
+@cli.command("inspect", context_settings=CONTEXT)
+@click.argument("directions", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole header as JSON.")
+def inspect_command(directions: Path, as_json: bool) -> None:
+    """Show a direction file's header (reads the header only, not the tensors).
+
+    \b
+    Example:
+      latentdirs inspect faces.safetensors --json
+    """
+    from latentdirs.directions import read_header
+
+    meta = read_header(directions)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    generator = meta.get("generator") or {}
+    method = meta.get("method") or {}
+    click.echo(f"file:        {directions}")
+    click.echo(f"schema:      {meta['schema']} v{meta['schema_version']} (latentdirs {meta.get('library_version')})")
+    click.echo(f"generator:   {generator.get('spec')}  {str(generator.get('fingerprint'))[:23]}…")
+    click.echo(f"space:       {meta.get('space')} ({meta.get('latent_dim')}-d), layers: {meta.get('layers') or 'all'}")
+    click.echo(f"method:      {method.get('name')} {json.dumps(method.get('options', {}))} seed={method.get('seed')}")
+    click.echo(f"directions:  {meta.get('num_directions')} (scores: {meta.get('score_kind') or 'none'})")
+    if meta.get("calibration"):
+        click.echo(f"calibration: {json.dumps(meta['calibration'])}")
+    labels = meta.get("labels") or {}
+    for index in sorted(labels, key=int):
+        click.echo(f"  d{index}: {labels[index]}")
+
+
+@cli.command("label", context_settings=CONTEXT)
+@click.argument("directions", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("index", type=int)
+@click.argument("name")
+def label_command(directions: Path, index: int, name: str) -> None:
+    """Name direction INDEX of a file (rewrites the file atomically). An empty NAME removes the label.
+
+    \b
+    Example:
+      latentdirs label faces.safetensors 0 yaw
+    """
+    from latentdirs.directions import Directions
+
+    loaded = Directions.load(directions)
+    loaded.set_label(index, name)
+    loaded.save(directions)
+    click.echo(f"{directions}: d{index} = {name!r}" if name else f"{directions}: d{index} unlabelled")
+
+
+@cli.command("import", context_settings=CONTEXT)
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-g", "--generator", "generator_spec", required=True, help="Generator the directions belong to.")
+@click.option("--space", default=None, help="Latent space of the directions (default: the generator's first).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Direction file to write.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+def import_command(source: Path, generator_spec: str, space: str | None, out: Path, device: str) -> None:
+    """Convert SeFa/InterFaceGAN .npy or GANSpace .npz directions into a direction file.
+
+    \b
+    Example:
+      latentdirs import boundary.npy -g dcgan-faces -o boundary.safetensors
+    """
+    from latentdirs.importers import import_directions
+    from latentdirs.registry import load_generator
+
+    generator = load_generator(generator_spec, device=device)
+    directions = import_directions(source, generator, space=space)
+    directions.save(out)
+    click.echo(f"wrote {out} ({len(directions)} directions, {directions.latent_dim}-d)")
+
+
+def _register_commands() -> None:
+    from latentdirs.cli.discover import discover_command
+    from latentdirs.cli.edit import edit_command
+
+    cli.add_command(discover_command)
+    cli.add_command(edit_command)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="latentdirs")
+
+
+if __name__ == "__main__":
+    main()

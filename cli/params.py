@@ -1,0 +1,30 @@
+"""click parameter types wrapping :mod:`latentdirs.specs`, so a bad range is a usage error (exit 2)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from latentdirs.errors import SpecError
+from latentdirs.specs import parse_alphas, parse_index_spec, parse_option
+
+
+class _SpecType(click.ParamType):
+    def __init__(self, name: str, parse: Callable[..., Any]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._parse(value, param=f"--{param.name.replace('_', '-')}" if param else self.name)
+        except SpecError as error:
+            self.fail(str(error), param, ctx)
+
+
+INDEX_SPEC = _SpecType("SPEC", parse_index_spec)
+ALPHA_SPEC = _SpecType("START:STOP:NUM", parse_alphas)
+OPTION = _SpecType("KEY=VALUE", parse_option)
+DEVICE = click.Choice(["auto", "cpu", "cuda", "mps"], case_sensitive=False)

@@ -1,0 +1,62 @@
+"""The catalogue of checkpoints this project knows (``checkpoints/catalogue.json``).
+
+The catalogue ships inside the package as ``latentdirs.checkpoints`` (setup.cfg maps the top-level
+``checkpoints/`` folder there), together with curated direction files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from latentdirs.errors import UnknownNameError, describe_allowed
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """One known checkpoint: where its weights come from and how to check them."""
+
+    name: str
+    adapter: str
+    source: str
+    package: str | None
+    file: str | None
+    pip: str | None
+    sha256: str | None
+    licence: str
+    resolution: int
+    notes: str = ""
+    curated_directions: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> dict[str, CheckpointEntry]:
+    """All catalogue entries by name."""
+    raw: dict[str, Any] = json.loads(checkpoints_dir().joinpath("catalogue.json").read_text("utf-8"))
+    return {item["name"]: CheckpointEntry(**{**item, "curated_directions": tuple(item.get("curated_directions", ()))})
+            for item in raw["checkpoints"]}
+
+
+def entry(name: str) -> CheckpointEntry:
+    entries = catalogue()
+    if name not in entries:
+        raise UnknownNameError(f"checkpoint: got {name!r}; known: {describe_allowed(entries)}")
+    return entries[name]
+
+
+def checkpoints_dir() -> Path:
+    """The installed ``checkpoints/`` folder."""
+    return Path(str(resources.files("latentdirs.checkpoints")))
+
+
+def curated_file(name: str) -> Path:
+    """Path of a curated direction file shipped in ``checkpoints/`` (e.g. ``dcgan-faces-sefa.safetensors``)."""
+    path = checkpoints_dir() / name
+    if not path.is_file():
+        available = sorted(p.name for p in checkpoints_dir().glob("*.safetensors"))
+        raise UnknownNameError(f"curated direction file: got {name!r}; shipped: {describe_allowed(available)}")
+    return path

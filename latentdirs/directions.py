@@ -1,0 +1,287 @@
+"""The ``Directions`` object and its file format (schema v1; normative text: docs/direction-format.md).
+
+A direction file is one ``.safetensors`` file:
+
+* tensor ``directions`` float32 ``[K, D]`` — unit rows, ordered (strongest first), signs canonical;
+* tensor ``scores`` float32 ``[K]`` — optional, meaning given by the header's ``score_kind``;
+* tensors ``calibration.<name>`` — optional, described by the header's ``calibration`` entry;
+* header metadata key ``latentdirs`` — one JSON object (schema, generator identity, space, layers,
+  method and options, labels, …).
+
+It is the only thing that passes from discovery to editing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from latentdirs import __version__
+from latentdirs.atomic import write_bytes_atomic
+from latentdirs.errors import DirectionFileError, FingerprintMismatchError, OutOfRangeError, invalid
+
+SCHEMA_NAME = "latentdirs.directions"
+SCHEMA_VERSION = 1
+HEADER_KEY = "latentdirs"
+UNIT_TOLERANCE = 1e-3
+
+
+def canonical_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each row ``[K, D]`` so that its largest-magnitude entry is positive (ties: first)."""
+    peak = vectors.abs().argmax(dim=1, keepdim=True)
+    signs = torch.sign(torch.gather(vectors, 1, peak))
+    signs[signs == 0] = 1
+    return vectors * signs
+
+
+class Directions:
+    """Ordered unit directions in one latent space of one generator, with their provenance.
+
+    Attributes:
+        vectors: float32 ``[K, D]``, unit rows.
+        scores: float32 ``[K]`` or ``None`` (e.g. SeFa eigenvalues; see ``meta["score_kind"]``).
+        meta: the JSON header (a dict), see docs/direction-format.md.
+        calibration: name → tensor, for calibrated directions (``meta["calibration"]`` describes them).
+    """
+
+    def __init__(self, vectors: torch.Tensor, scores: torch.Tensor | None = None, *,
+                 meta: Mapping[str, Any] | None = None,
+                 calibration: Mapping[str, torch.Tensor] | None = None) -> None:
+        vectors = torch.as_tensor(vectors).detach().to("cpu", torch.float32)
+        if vectors.dim() != 2 or vectors.shape[0] == 0:
+            raise invalid("vectors", f"shape {tuple(vectors.shape)}", "a [K, D] tensor with K ≥ 1")
+        norms = vectors.norm(dim=1)
+        if not torch.all((norms - 1).abs() <= UNIT_TOLERANCE):
+            raise invalid("vectors", f"row norms {norms.min():.4g}…{norms.max():.4g}", "unit rows",
+                          "Normalise each row (v / v.norm())")
+        if scores is not None:
+            scores = torch.as_tensor(scores).detach().to("cpu", torch.float32).flatten()
+            if scores.shape[0] != vectors.shape[0]:
+                raise invalid("scores", f"{scores.shape[0]} values", f"{vectors.shape[0]} (one per direction)")
+        self.vectors = vectors.contiguous()
+        self.scores = scores
+        self.calibration = {k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in (calibration or {}).items()}
+        header = dict(meta or {})
+        header.setdefault("schema", SCHEMA_NAME)
+        header.setdefault("schema_version", SCHEMA_VERSION)
+        header.setdefault("library_version", __version__)
+        header.setdefault("space", "z")
+        header.setdefault("layers", None)
+        header.setdefault("labels", {})
+        header["latent_dim"] = int(vectors.shape[1])
+        header["num_directions"] = int(vectors.shape[0])
+        header["labels"] = {str(int(k)): str(v) for k, v in header["labels"].items()}
+        self.meta: dict[str, Any] = header
+
+    # ------------------------------------------------------------------ construction by methods
+    @classmethod
+    def from_method(cls, vectors: torch.Tensor, scores: torch.Tensor | None, *, generator: Any, method: str,
+                    options: Mapping[str, Any], space: str, layers: Sequence[int] | None = None,
+                    score_kind: str | None = None, seed: int | None = None,
+                    calibration: Mapping[str, torch.Tensor] | None = None,
+                    calibration_meta: Mapping[str, Any] | None = None) -> "Directions":
+        """Stamp a method's result with the generator's identity and the method's name, options, seed."""
+        meta = {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "generator": generator.describe(),
+            "space": space,
+            "layers": list(layers) if layers is not None else None,
+            "method": {"name": method, "options": _jsonable(dict(options)), "seed": seed},
+            "score_kind": score_kind,
+            "calibration": dict(calibration_meta) if calibration_meta else None,
+            "labels": {},
+        }
+        return cls(vectors, scores, meta=meta, calibration=calibration)
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"<Directions {len(self)}×{self.latent_dim} in {self.space!r} of "
+                f"{self.generator_spec!r} by {self.method_name!r}>")
+
+    @property
+    def latent_dim(self) -> int:
+        return self.vectors.shape[1]
+
+    @property
+    def space(self) -> str:
+        return str(self.meta["space"])
+
+    @property
+    def layers(self) -> list[int] | None:
+        return self.meta.get("layers")
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """Direction index → human label (only labelled directions)."""
+        return {int(k): v for k, v in self.meta.get("labels", {}).items()}
+
+    @property
+    def generator_spec(self) -> str | None:
+        return (self.meta.get("generator") or {}).get("spec")
+
+    @property
+    def fingerprint(self) -> str | None:
+        return (self.meta.get("generator") or {}).get("fingerprint")
+
+    @property
+    def method_name(self) -> str | None:
+        return (self.meta.get("method") or {}).get("name")
+
+    def label_of(self, index: int) -> str:
+        """``"d3 yaw"`` or ``"d3"``: the name used in grids and file names."""
+        label = self.labels.get(index)
+        return f"d{index} {label}" if label else f"d{index}"
+
+    def check_index(self, index: int, *, param: str = "index") -> int:
+        if not 0 <= int(index) < len(self):
+            raise OutOfRangeError(f"{param}: got {index}; allowed: 0-{len(self) - 1} "
+                                  f"(this file holds {len(self)} directions)")
+        return int(index)
+
+    def set_label(self, index: int, name: str | None) -> None:
+        """Label direction ``index`` (``None`` or ``""`` removes the label)."""
+        self.check_index(index)
+        labels = dict(self.meta.get("labels", {}))
+        if name:
+            labels[str(int(index))] = str(name)
+        else:
+            labels.pop(str(int(index)), None)
+        self.meta["labels"] = labels
+
+    def check_generator(self, generator: Any, *, strict: bool = True) -> None:
+        """Refuse (strict) a generator whose fingerprint differs from the file's; check the space."""
+        expected = self.fingerprint
+        actual = generator.fingerprint()
+        if strict and expected is not None and expected != actual:
+            raise FingerprintMismatchError(
+                f"directions: made on {self.generator_spec!r} with fingerprint {expected[:19]}…, "
+                f"but the generator {generator.spec!r} has {actual[:19]}…; directions of other weights "
+                "rarely mean the same thing. Use the matching generator, or allow it explicitly "
+                "(--allow-other-generator / strict=False)")
+        space = generator.space(self.space)
+        if space.dim != self.latent_dim:
+            raise invalid("directions", f"{self.latent_dim}-d directions in space {self.space!r}",
+                          f"{space.dim}-d directions for {generator.spec!r}")
+
+    # ------------------------------------------------------------------ file I/O
+    def to_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        tensors = {"directions": self.vectors}
+        if self.scores is not None:
+            tensors["scores"] = self.scores
+        for name, tensor in self.calibration.items():
+            tensors[f"calibration.{name}"] = tensor
+        return save(tensors, metadata={HEADER_KEY: json.dumps(self.meta, sort_keys=True)})
+
+    def save(self, path: str | Path) -> Path:
+        """Write the file atomically (temp file + rename); returns the path."""
+        path = Path(path)
+        write_bytes_atomic(path, self.to_bytes())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, generator: Any = None, strict: bool = True) -> "Directions":
+        """Read and validate a direction file; with ``generator``, also check its fingerprint and space."""
+        meta, tensors = _read(Path(path))
+        _check_shapes(path, meta, tensors)
+        calibration = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("calibration.")}
+        try:
+            directions = cls(tensors["directions"], tensors.get("scores"), meta=meta, calibration=calibration)
+        except ValueError as error:
+            raise DirectionFileError(f"directions: {path}: {error}") from None
+        if generator is not None:
+            directions.check_generator(generator, strict=strict)
+        return directions
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The validated JSON header of a direction file, without reading its tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(HEADER_KEY)
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise _not_safetensors(path, error) from None
+    return _parse_header(path, raw)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise DirectionFileError(f"directions: no file at {str(path)!r}; give the path of a .safetensors "
+                                 "direction file written by 'latentdirs discover'")
+
+
+def _not_safetensors(path: Path, error: Exception) -> DirectionFileError:
+    reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    return DirectionFileError(f"directions: {str(path)!r} is not a readable safetensors direction file "
+                              f"({reason}); it may be truncated or of another format — re-create it with "
+                              "'latentdirs discover', or convert a .npy/.npz with 'latentdirs import'")
+
+
+def _parse_header(path: Path, raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        raise DirectionFileError(f"directions: {str(path)!r} is a safetensors file without a latentdirs "
+                                 "header; convert foreign directions with 'latentdirs import'")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise DirectionFileError(f"directions: {str(path)!r} has a corrupt header ({error})") from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
+        raise DirectionFileError(f"directions: {str(path)!r} has schema {meta.get('schema') if isinstance(meta, dict) else meta!r}, "
+                                 f"expected {SCHEMA_NAME!r}")
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise DirectionFileError(f"directions: {str(path)!r} has schema_version {version!r}; allowed: 1")
+    if version > SCHEMA_VERSION:
+        raise DirectionFileError(
+            f"directions: {str(path)!r} uses schema v{version}, newer than this latentdirs "
+            f"{__version__} reads (v{SCHEMA_VERSION}); upgrade: pip install --upgrade latentdirs")
+    return meta
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors.torch import load
+
+    _check_exists(path)
+    data = path.read_bytes()
+    try:
+        tensors = load(data)  # validates the header and every tensor's extent
+        header_length = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_length]).get("__metadata__") or {}
+    except Exception as error:  # safetensors raises its own error types for bad files
+        raise _not_safetensors(path, error) from None
+    return _parse_header(path, metadata.get(HEADER_KEY)), tensors
+
+
+def _check_shapes(path: str | Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    vectors = tensors.get("directions")
+    if vectors is None or vectors.dim() != 2:
+        raise DirectionFileError(f"directions: {str(path)!r} lacks a 2-d 'directions' tensor")
+    expected = (meta.get("num_directions"), meta.get("latent_dim"))
+    if tuple(vectors.shape) != expected:
+        raise DirectionFileError(f"directions: {str(path)!r} holds a {tuple(vectors.shape)} tensor but its "
+                                 f"header says {expected}; the file is corrupt — re-create it")
+
+
+def _jsonable(value: Any) -> Any:
+    """Options as JSON: tensors → lists, paths → strings, unknown objects → repr."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,256 @@
+"""The generator adapter: one interface over every family of pretrained generator.
+
+An adapter *holds* a network (composition, not ``nn.Module`` inheritance) and exposes what the
+discovery methods and the editor need: named latent spaces, seeded sampling, differentiable
+synthesis, the latent projection weights for SeFa, and a fingerprint of the weights.
+
+Conventions (every adapter, checked by ``tests/contract.py``):
+
+* latents of a single-layer space are ``[N, D]``; of a layered space (``w+``, BigGAN per-block)
+  ``[N, L, D]``;
+* images are float32 ``[N, 3, H, W]`` in about ``[-1, 1]``, on the adapter's device, differentiable
+  with respect to the latents;
+* ``sample(n, seed=s)`` is the same on every device and every run, and ``sample_seeds([s])`` gives
+  seed ``s`` the same latent whatever batch it is drawn in.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from latentdirs.devices import resolve_device
+from latentdirs.errors import NotSupportedError, OutOfRangeError, UnknownNameError, invalid, describe_allowed
+
+
+@dataclass(frozen=True)
+class LatentSpace:
+    """A latent space an adapter offers: ``name``, per-layer dimension ``dim``, ``num_layers`` (1 = flat)."""
+
+    name: str
+    dim: int
+    num_layers: int = 1
+
+    @property
+    def layered(self) -> bool:
+        return self.num_layers > 1
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        return (n, self.num_layers, self.dim) if self.layered else (n, self.dim)
+
+
+class GeneratorAdapter(abc.ABC):
+    """Base class of all generator adapters.
+
+    Subclasses set ``family``, ``spec``, ``resolution``, ``spaces`` (first = default), ``class_names``
+    (empty for unconditional nets), hold the network in ``self.network`` (eval mode, frozen), and
+    implement :meth:`_sample_z` only if their prior is not N(0, I), :meth:`_synthesize`, and optionally
+    :meth:`to_space`, :meth:`projection_weights`.
+    """
+
+    family: str = ""
+    #: methods that work on this adapter when projection weights are not available (for error text)
+    network: nn.Module
+
+    def __init__(self, *, spec: str, network: nn.Module, spaces: Sequence[LatentSpace], resolution: int,
+                 class_names: Sequence[str] = (), device: str | torch.device = "auto") -> None:
+        if not spaces:
+            raise ValueError("an adapter needs at least one latent space")
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.network = network.eval().requires_grad_(False).to(self.device)
+        self.spaces: dict[str, LatentSpace] = {s.name: s for s in spaces}
+        self.default_space = spaces[0].name
+        self.resolution = int(resolution)
+        self.class_names: tuple[str, ...] = tuple(class_names)
+        self._fingerprint: str | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def z_dim(self) -> int:
+        return self.spaces["z"].dim
+
+    def fingerprint(self) -> str:
+        """A stable hash of the weights (names, dtypes, shapes, bytes): ``"sha256:<hex>"``.
+
+        It depends on the values only, not on the file format the weights came from or the device.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.network.state_dict().items()):
+                data = tensor.detach().to("cpu").contiguous().reshape(-1)
+                digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
+                digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+            self._fingerprint = "sha256:" + digest.hexdigest()
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able identity of the generator, stored in direction files and manifests."""
+        return {
+            "spec": self.spec,
+            "family": self.family,
+            "fingerprint": self.fingerprint(),
+            "resolution": self.resolution,
+            "spaces": {name: {"dim": s.dim, "num_layers": s.num_layers} for name, s in self.spaces.items()},
+            "classes": list(self.class_names),
+        }
+
+    # ------------------------------------------------------------------ spaces and classes
+    def space(self, name: str | None) -> LatentSpace:
+        """The :class:`LatentSpace` called ``name`` (``None`` = the default space)."""
+        if name is None:
+            return self.spaces[self.default_space]
+        if name not in self.spaces:
+            raise UnknownNameError(
+                f"space: got {name!r}; {self.spec} offers: {describe_allowed(self.spaces)}")
+        return self.spaces[name]
+
+    def resolve_class(self, value: int | str | None) -> int | None:
+        """Turn a class name or id into an id; ``None`` picks class 0 for a conditional generator.
+
+        Unconditional generators accept only ``None``.
+        """
+        if not self.conditional:
+            if value is None:
+                return None
+            raise invalid("class", value, "none: this generator is unconditional", "Drop --class")
+        if value is None:
+            return 0
+        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            lowered = value.strip().lower()
+            if lowered in self.class_names:
+                return self.class_names.index(lowered)
+            raise UnknownNameError(f"class: got {value!r}; allowed: {describe_allowed(self.class_names)} "
+                                   f"or ids 0-{self.num_classes - 1}")
+        index = int(value)
+        if not 0 <= index < self.num_classes:
+            raise OutOfRangeError(f"class: got {value!r}; allowed: ids 0-{self.num_classes - 1} "
+                                  f"or names {describe_allowed(self.class_names)}")
+        return index
+
+    def class_tensor(self, classes: int | str | Sequence[int | str] | torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Class ids as a LongTensor ``[n]`` on the device, or ``None`` for unconditional nets."""
+        if not self.conditional:
+            if classes is not None:
+                self.resolve_class(classes if not isinstance(classes, (list, tuple, torch.Tensor)) else 0)
+            return None
+        if isinstance(classes, torch.Tensor):
+            ids = classes.to(torch.long).flatten()
+        elif isinstance(classes, (list, tuple)):
+            ids = torch.tensor([self.resolve_class(c) for c in classes], dtype=torch.long)
+        else:
+            ids = torch.full((n,), self.resolve_class(classes), dtype=torch.long)
+        if ids.numel() == 1 and n != 1:
+            ids = ids.expand(n)
+        if ids.numel() != n:
+            raise invalid("classes", f"{ids.numel()} ids", f"one id or {n} ids (one per latent)")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_classes):
+            raise OutOfRangeError(f"classes: got ids {ids.tolist()}; allowed: 0-{self.num_classes - 1}")
+        return ids.to(self.device)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n: int, *, seed: int | None = None, space: str | None = None,
+               truncation: float | None = None) -> torch.Tensor:
+        """Draw ``n`` latents in ``space`` (default: the default space), deterministic for ``seed``.
+
+        z is drawn on the CPU from a seeded ``torch.Generator`` (identical on every device), truncated
+        with ``truncation`` ψ ∈ (0, 1] as the family defines it, then mapped to ``space``.
+        Returns ``[n, D]`` or ``[n, L, D]`` on the adapter's device.
+        """
+        if n < 0:
+            raise invalid("n", n, "a non-negative number of latents")
+        generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        z = self._sample_z(n, generator, self.check_truncation(truncation)).to(self.device)
+        target = self.space(space).name
+        return z if target == "z" else self.to_space(z, "z", target, truncation=truncation)
+
+    def sample_seeds(self, seeds: Sequence[int], *, space: str | None = None,
+                     truncation: float | None = None) -> torch.Tensor:
+        """One latent per seed, each drawn alone, so a seed's latent never depends on its batch."""
+        target = self.space(space)
+        if not seeds:
+            return torch.empty(target.shape(0), device=self.device)
+        return torch.cat([self.sample(1, seed=s, space=space, truncation=truncation) for s in seeds])
+
+    def check_truncation(self, truncation: float | None) -> float | None:
+        """Validate ψ; ``None`` and 1 both mean "no truncation". Families may snap or refuse more."""
+        if truncation is None:
+            return None
+        value = float(truncation)
+        if not 0.0 < value <= 1.0:
+            raise invalid("truncation", truncation, "a number in (0, 1]", "Use e.g. --truncation 0.7")
+        return value
+
+    def _sample_z(self, n: int, generator: torch.Generator | None, truncation: float | None) -> torch.Tensor:
+        """Prior sample ``[n, z_dim]`` on the CPU. Default: N(0, I), shrunk by ψ towards the mean 0."""
+        z = torch.randn(n, self.z_dim, generator=generator)
+        return z * truncation if truncation is not None else z
+
+    def to_space(self, latents: torch.Tensor, src: str, dst: str, *, truncation: float | None = None) -> torch.Tensor:
+        """Map latents from space ``src`` to ``dst`` (e.g. z → w → w+). Identity when equal."""
+        self.space(src), self.space(dst)
+        if src == dst:
+            return latents
+        raise NotSupportedError(f"to_space: {self.spec} cannot map {src!r} to {dst!r}")
+
+    # ------------------------------------------------------------------ synthesis
+    def synthesize(self, latents: torch.Tensor, *, space: str | None = None,
+                   classes: int | str | Sequence[int | str] | torch.Tensor | None = None) -> torch.Tensor:
+        """Render latents ``[N, D]`` / ``[N, L, D]`` of ``space`` → float32 ``[N, 3, H, W]`` in about [-1, 1].
+
+        Differentiable with respect to ``latents``; wrap in ``torch.no_grad()`` when rendering only.
+        """
+        target = self.space(space)
+        latents = latents.to(self.device, torch.float32)
+        if tuple(latents.shape[1:]) != target.shape(0)[1:]:
+            raise invalid("latents", f"shape {tuple(latents.shape)}",
+                          f"shape {('N',) + target.shape(0)[1:]} for space {target.name!r}")
+        ids = self.class_tensor(classes, latents.shape[0])
+        return self._synthesize(latents, target.name, ids)
+
+    @abc.abstractmethod
+    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None) -> torch.Tensor:
+        """Family-specific rendering; inputs already validated and on the device."""
+
+    # ------------------------------------------------------------------ SeFa support
+    @property
+    def projection_layers(self) -> tuple[str, ...]:
+        """Names of the layers :meth:`projection_weights` can select (by index); one entry = no choice."""
+        return ("input",)
+
+    def projection_weights(self, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Weights that map the latent into the network, as float32 CPU matrices ``[D, outputs_l]``.
+
+        One matrix per selected layer (``layers`` indexes :attr:`projection_layers`; ``None`` = the
+        family's default). Columns are output units, rows are latent coordinates.
+        """
+        raise NotSupportedError(
+            f"{self.spec} exposes no latent projection weights, so closed-form SeFa cannot run on it; "
+            "use a learned method (e.g. -m orojar) instead")
+
+    def check_layers(self, layers: Sequence[int] | None, *, param: str = "layers") -> list[int] | None:
+        """Validate layer indices against :attr:`projection_layers`."""
+        if layers is None:
+            return None
+        count = len(self.projection_layers)
+        bad = [i for i in layers if not 0 <= i < count]
+        if bad or not layers:
+            raise OutOfRangeError(f"{param}: got {list(layers)}; allowed: indices 0-{count - 1} of "
+                                  f"{describe_allowed(self.projection_layers)}")
+        return list(layers)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec!r} {self.resolution}px on {self.device}>"

@@ -1,0 +1,1 @@
+"""Discovery methods: plain functions ``method(generator, *, …options) -> Directions``."""
