@@ -81,8 +81,9 @@ def traverse(generator, directions: Directions, *, seeds: Sequence[int], indices
     Order: direction, then class, then seed, then strength — so each direction's grid completes before
     the next starts, and memory depends on ``batch_size`` only, never on the total count.
 
-    Latents are drawn per seed in ``z`` (truncated by ψ as the generator defines it), mapped to the
-    directions' space, shifted by ``alpha`` along the direction, and rendered under ``torch.no_grad``.
+    Latents are drawn per seed in ``z``, mapped to the directions' space with the row's class and the
+    truncation ψ (as the generator defines it), shifted by ``alpha`` along the direction, and rendered
+    under ``torch.no_grad``.
     """
     if batch_size < 1:
         raise invalid("batch_size", batch_size, "an integer ≥ 1")
@@ -90,20 +91,19 @@ def traverse(generator, directions: Directions, *, seeds: Sequence[int], indices
         directions.check_index(index)
     if not seeds or not alphas or not indices:
         raise invalid("seeds/indices/alphas", (len(seeds), len(indices), len(alphas)), "at least one of each")
-    space = directions.space
     class_ids = _class_ids(generator, classes)
     vectors = directions.vectors.to(generator.device)
-    base = generator.sample_seeds(list(seeds), space=space, truncation=truncation)  # [S, …] small
+    base_z = generator.sample_seeds(list(seeds), space="z", truncation=truncation)  # [S, z_dim], small
     jobs = ((index, class_id, position, alpha) for index in indices for class_id in class_ids
             for position in range(len(seeds)) for alpha in alphas)
     batch: list[tuple[int, int | None, int, float]] = []
     for job in jobs:
         batch.append(job)
         if len(batch) == batch_size:
-            yield _render(generator, directions, vectors, base, seeds, batch)
+            yield _render(generator, directions, vectors, base_z, seeds, batch, truncation)
             batch = []
     if batch:
-        yield _render(generator, directions, vectors, base, seeds, batch)
+        yield _render(generator, directions, vectors, base_z, seeds, batch, truncation)
 
 
 def _class_ids(generator, classes) -> list[int | None]:
@@ -114,18 +114,19 @@ def _class_ids(generator, classes) -> list[int | None]:
 
 
 @torch.no_grad()
-def _render(generator, directions: Directions, vectors: torch.Tensor, base: torch.Tensor, seeds: Sequence[int],
-            batch: list[tuple[int, int | None, int, float]]) -> EditBatch:
-    latents = base[[position for _, _, position, _ in batch]]
+def _render(generator, directions: Directions, vectors: torch.Tensor, base_z: torch.Tensor, seeds: Sequence[int],
+            batch: list[tuple[int, int | None, int, float]], truncation: float | None) -> EditBatch:
+    class_list = [c for _, c, _, _ in batch]
+    classes = None if class_list[0] is None else torch.tensor(class_list)
+    z = base_z[[position for _, _, position, _ in batch]]
+    latents = generator.to_space(z, "z", directions.space, truncation=truncation, classes=classes)
     strengths = torch.tensor([alpha for *_, alpha in batch], dtype=latents.dtype, device=latents.device)
     moved = torch.empty_like(latents)
     for index in dict.fromkeys(i for i, *_ in batch):  # usually one direction per batch
         rows = torch.tensor([k for k, job in enumerate(batch) if job[0] == index], device=latents.device)
         moved[rows] = shift(latents[rows], vectors, index=index, alpha=strengths[rows],
                             layers=directions.layers if latents.dim() == 3 else None)
-    class_list = [c for _, c, _, _ in batch]
-    classes = None if class_list[0] is None else torch.tensor(class_list)
-    images = generator.synthesize(moved, space=directions.space, classes=classes).float().cpu()
+    images = generator.synthesize(moved, space=directions.space, classes=classes, truncation=truncation)
     items = [EditItem(index, int(seeds[position]), float(alpha), class_id)
              for index, class_id, position, alpha in batch]
-    return EditBatch(images, items)
+    return EditBatch(images.float().cpu(), items)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import torch
 from torch import nn
 
 from latentdirs.devices import resolve_device
 from latentdirs.errors import NotSupportedError, OutOfRangeError, UnknownNameError, invalid, describe_allowed
+
+#: a class given as one id or name for all latents, one per latent, a LongTensor [N], or None
+ClassSpec = Union[int, str, Sequence[Union[int, str]], torch.Tensor, None]
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class GeneratorAdapter(abc.ABC):
                                   f"or names {describe_allowed(self.class_names)}")
         return index
 
-    def class_tensor(self, classes: int | str | Sequence[int | str] | torch.Tensor | None, n: int) -> torch.Tensor | None:
+    def class_tensor(self, classes: ClassSpec, n: int) -> torch.Tensor | None:
         """Class ids as a LongTensor ``[n]`` on the device, or ``None`` for unconditional nets."""
         if not self.conditional:
             if classes is not None:
@@ -163,27 +166,31 @@ class GeneratorAdapter(abc.ABC):
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, *, seed: int | None = None, space: str | None = None,
-               truncation: float | None = None) -> torch.Tensor:
+               truncation: float | None = None, classes: ClassSpec = None) -> torch.Tensor:
         """Draw ``n`` latents in ``space`` (default: the default space), deterministic for ``seed``.
 
-        z is drawn on the CPU from a seeded ``torch.Generator`` (identical on every device), truncated
-        with ``truncation`` ψ ∈ (0, 1] as the family defines it, then mapped to ``space``.
-        Returns ``[n, D]`` or ``[n, L, D]`` on the adapter's device.
+        z is drawn on the CPU from a seeded ``torch.Generator`` (identical on every device), then mapped
+        to ``space``. Truncation ψ ∈ (0, 1] is applied where the family applies it (DCGAN: z scaled by
+        ψ here; BigGAN: ψ·truncated normal here, and ψ again in :meth:`synthesize`; StyleGAN: in the
+        mapping to w). The rule every family keeps: ``synthesize(sample(…, truncation=ψ),
+        truncation=ψ)`` renders the truncated image. Returns ``[n, D]`` or ``[n, L, D]`` on the device.
         """
         if n < 0:
             raise invalid("n", n, "a non-negative number of latents")
         generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         z = self._sample_z(n, generator, self.check_truncation(truncation)).to(self.device)
         target = self.space(space).name
-        return z if target == "z" else self.to_space(z, "z", target, truncation=truncation)
+        return z if target == "z" else self.to_space(z, "z", target, truncation=truncation, classes=classes)
 
     def sample_seeds(self, seeds: Sequence[int], *, space: str | None = None,
-                     truncation: float | None = None) -> torch.Tensor:
+                     truncation: float | None = None, classes: ClassSpec = None) -> torch.Tensor:
         """One latent per seed, each drawn alone, so a seed's latent never depends on its batch."""
         target = self.space(space)
         if not seeds:
             return torch.empty(target.shape(0), device=self.device)
-        return torch.cat([self.sample(1, seed=s, space=space, truncation=truncation) for s in seeds])
+        z = torch.cat([self.sample(1, seed=s, space="z", truncation=truncation) for s in seeds])
+        return z if target.name == "z" else self.to_space(z, "z", target.name, truncation=truncation,
+                                                          classes=classes)
 
     def check_truncation(self, truncation: float | None) -> float | None:
         """Validate ψ; ``None`` and 1 both mean "no truncation". Families may snap or refuse more."""
@@ -199,18 +206,24 @@ class GeneratorAdapter(abc.ABC):
         z = torch.randn(n, self.z_dim, generator=generator)
         return z * truncation if truncation is not None else z
 
-    def to_space(self, latents: torch.Tensor, src: str, dst: str, *, truncation: float | None = None) -> torch.Tensor:
-        """Map latents from space ``src`` to ``dst`` (e.g. z → w → w+). Identity when equal."""
+    def to_space(self, latents: torch.Tensor, src: str, dst: str, *, truncation: float | None = None,
+                 classes: ClassSpec = None) -> torch.Tensor:
+        """Map latents from space ``src`` to ``dst`` (e.g. z → w → w+). Identity when equal.
+
+        ``classes`` matter where the mapping is conditional (class-conditional StyleGAN2).
+        """
         self.space(src), self.space(dst)
         if src == dst:
             return latents
         raise NotSupportedError(f"to_space: {self.spec} cannot map {src!r} to {dst!r}")
 
     # ------------------------------------------------------------------ synthesis
-    def synthesize(self, latents: torch.Tensor, *, space: str | None = None,
-                   classes: int | str | Sequence[int | str] | torch.Tensor | None = None) -> torch.Tensor:
+    def synthesize(self, latents: torch.Tensor, *, space: str | None = None, classes: ClassSpec = None,
+                   truncation: float | None = None) -> torch.Tensor:
         """Render latents ``[N, D]`` / ``[N, L, D]`` of ``space`` → float32 ``[N, 3, H, W]`` in about [-1, 1].
 
+        ``classes``: one id/name for all, or one per latent (conditional generators; default class 0).
+        ``truncation``: the ψ the latents were sampled with, for families whose forward needs it.
         Differentiable with respect to ``latents``; wrap in ``torch.no_grad()`` when rendering only.
         """
         target = self.space(space)
@@ -219,10 +232,11 @@ class GeneratorAdapter(abc.ABC):
             raise invalid("latents", f"shape {tuple(latents.shape)}",
                           f"shape {('N',) + target.shape(0)[1:]} for space {target.name!r}")
         ids = self.class_tensor(classes, latents.shape[0])
-        return self._synthesize(latents, target.name, ids)
+        return self._synthesize(latents, target.name, ids, self.check_truncation(truncation))
 
     @abc.abstractmethod
-    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None) -> torch.Tensor:
+    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
+                    truncation: float | None) -> torch.Tensor:
         """Family-specific rendering; inputs already validated and on the device."""
 
     # ------------------------------------------------------------------ SeFa support

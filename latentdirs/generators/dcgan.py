@@ -84,7 +84,8 @@ class DCGANAdapter(GeneratorAdapter):
         super().__init__(spec=spec, network=network, spaces=[LatentSpace("z", z_dim)],
                          resolution=4 * 2 ** (convs - 1), class_names=class_names, device=device)
 
-    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None) -> torch.Tensor:
+    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
+                    truncation: float | None) -> torch.Tensor:
         if classes is not None:
             one_hot = nn.functional.one_hot(classes, self.num_classes).to(latents.dtype)
             latents = torch.cat([latents, one_hot], dim=1)

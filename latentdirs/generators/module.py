@@ -66,7 +66,8 @@ class ModuleAdapter(GeneratorAdapter):
                           f"{name!r} is a {type(layer).__name__}")
         return layer
 
-    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None) -> torch.Tensor:
+    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
+                    truncation: float | None) -> torch.Tensor:
         inputs = latents[:, :, None, None] if self.latent_shape == "image" else latents
         return self.network(inputs)
 

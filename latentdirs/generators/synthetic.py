@@ -132,7 +132,8 @@ class SyntheticAdapter(GeneratorAdapter):
         """Ground-truth rendered properties of latents ``[N, 16]`` (see the module table)."""
         return self.network.factor_properties(latents.to(self.device, torch.float32))
 
-    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None) -> torch.Tensor:
+    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
+                    truncation: float | None) -> torch.Tensor:
         return self.network(latents)
 
     def projection_weights(self, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
