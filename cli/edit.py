@@ -18,7 +18,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
 @click.option("-g", "--generator", "generator_spec", default=None,
               help="Generator spec (default: the one recorded in the direction file).")
 @click.option("--seeds", type=INDEX_SPEC, default="0-7", help="Seeds, one row each, e.g. '0-7,42'.")
-@click.option("--indices", type=INDEX_SPEC, default="0-4", help="Directions to render, e.g. '0-3'.")
+@click.option("--indices", type=INDEX_SPEC, default=None,
+              help="Directions to render, e.g. '0-3'  [default: the first five]")
 @click.option("--alphas", type=ALPHA_SPEC, default="-3:3:7", help="Strengths: START:STOP:NUM or A,B,C.")
 @click.option("--class", "classes", multiple=True, metavar="NAME|ID",
               help="Class for conditional generators; repeat for several (one row per class and seed).")
@@ -31,7 +32,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
 @click.option("--allow-other-generator", is_flag=True,
               help="Use the directions even if the generator's weights differ from the file's.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
-def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[int], indices: list[int],
+def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[int], indices: list[int] | None,
                  alphas: list[float], classes: tuple[str, ...], truncation: float | None, animate: str | None,
                  no_strips: bool, batch_size: int, device: str, allow_other_generator: bool, out: Path) -> None:
     """Render what the directions in DIRECTIONS do: one grid per direction (rows = seeds,
@@ -55,6 +56,8 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
         raise click.UsageError("the direction file names no generator; pass -g/--generator")
     generator = load_generator(spec, device=device)
     directions = Directions.load(directions_path, generator=generator, strict=not allow_other_generator)
+    if indices is None:
+        indices = list(range(min(5, len(directions))))
     for index in indices:
         directions.check_index(index, param="--indices")
     truncation = generator.check_truncation(truncation)

@@ -49,11 +49,11 @@ def _parse_range_token(token: str, text: Any, param: str) -> list[int]:
     if not token:
         raise invalid(param, text, _RANGE_HELP, "It has an empty item", cls=SpecError)
     start_text, sep, stop_text = token.partition("-")
+    if sep and not start_text.strip():  # "-1": a negative number, not a range
+        raise invalid(param, text, _RANGE_HELP, f"'{token}' is negative", cls=SpecError)
     try:
         if not sep:
             return [int(token)]
-        if not start_text:  # "-1": a negative number, not a range
-            raise invalid(param, text, _RANGE_HELP, f"'{token}' is negative", cls=SpecError)
         start, stop = int(start_text), int(stop_text)
     except ValueError:
         raise invalid(param, text, _RANGE_HELP, f"'{token}' is not an integer or range",

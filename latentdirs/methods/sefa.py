@@ -67,7 +67,7 @@ def sefa(generator, *, num_directions: int | None = None, layers: str | Sequence
     layer_list = None
     if layers is not None:
         layer_list = generator.check_layers(
-            parse_index_spec(layers, param="layers", upper=len(generator.projection_layers)))
+            parse_index_spec(layers, param="layers"))
     weights = generator.projection_weights(layer_list)
     dim = weights[0].shape[0]
     if num_directions is not None and not 1 <= int(num_directions) <= dim:
