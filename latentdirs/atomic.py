@@ -13,6 +13,11 @@ from typing import Iterator
 
 from latentdirs.errors import OutputError
 
+# mkstemp creates files readable by the owner only; finished outputs get the usual umask-derived mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -32,6 +37,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        os.chmod(temporary, _FILE_MODE)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)

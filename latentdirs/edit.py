@@ -113,7 +113,7 @@ def _class_ids(generator, classes) -> list[int | None]:
     return ids or [generator.resolve_class(None)]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _render(generator, directions: Directions, vectors: torch.Tensor, base_z: torch.Tensor, seeds: Sequence[int],
             batch: list[tuple[int, int | None, int, float]], truncation: float | None) -> EditBatch:
     class_list = [c for _, c, _, _ in batch]

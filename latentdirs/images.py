@@ -64,7 +64,7 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
     """Save a PNG/JPEG/WebP atomically (format from the suffix)."""
     path = Path(path)
     with atomic_path(path) as temporary:
-        image.save(temporary, format=_format(path), **({"compress_level": 4} if path.suffix.lower() == ".png" else {}))
+        image.save(temporary, format=_format(path), **({"compress_level": 1, "compress_type": 3} if path.suffix.lower() == ".png" else {}))
     return path
 
 
