@@ -2,8 +2,9 @@
 
 Consumes :func:`latentdirs.edit.traverse` batch by batch. Memory stays flat: only the current
 direction's current grid page (at most ``max_rows`` rows of uint8 tiles) is held, and PNG encoding runs
-on a small thread pool (Pillow releases the GIL while compressing) with a bounded queue, so the
-generator keeps rendering while files are written.
+on a small thread pool (zlib releases the GIL while compressing) with a bounded queue, so the
+generator keeps rendering while files are written. A page's strips reuse the grid's compressed bands
+(:mod:`latentdirs.png`), so they cost no second compression.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from latentdirs.atomic import atomic_path, write_text_atomic
 from latentdirs.directions import Directions
 from latentdirs.edit import EditItem, traverse
 from latentdirs.errors import OutputError
-from latentdirs.images import grid_image, save_animation, save_image, to_uint8
+from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, to_uint8
 
 MANIFEST_SCHEMA = "latentdirs.edit-manifest"
 
@@ -62,8 +63,10 @@ class _Writer:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _compose_and_save(tiles: np.ndarray, path: Path, rows: Sequence[str], columns: Sequence[str], title: str) -> None:
-    save_image(grid_image(tiles, row_labels=rows, column_labels=columns, title=title), path)
+def _write_page(tiles: np.ndarray, path: Path, strip_paths: Sequence[Path | None], rows: Sequence[str],
+                columns: Sequence[str], title: str) -> None:
+    grid = compose_grid(tiles, row_labels=rows, column_labels=columns, title=title)
+    save_grid_and_strips(grid, path, strip_paths)
 
 
 def _animate_and_save(tiles: np.ndarray, path: Path, alphas: Sequence[float], title: str, per_row: int = 8) -> None:
@@ -117,10 +120,13 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
         name = f"grid_d{index:03d}.png" if pages == 1 else f"grid_d{index:03d}_p{state['page']}.png"
         title = f"{directions.label_of(index)} | {generator.spec}"
         tiles = np.stack(page)
-        writer.submit(_compose_and_save, tiles, out_dir / name, [row_label(*r) for r in page_rows],
-                      column_labels, title)
+        strip_names = [strip_name(index, class_id, seed) if strips else None for class_id, seed in page_rows]
+        writer.submit(_write_page, tiles, out_dir / name, [out_dir / n if n else None for n in strip_names],
+                      [row_label(*r) for r in page_rows], column_labels, title)
         records.append({"file": name, "kind": "grid", "index": index,
                         "rows": [{"seed": s, "class": c} for c, s in page_rows], "alphas": list(alphas)})
+        records.extend({"file": n, "kind": "strip", "index": index, "seed": s, "class": c, "alphas": list(alphas)}
+                       for n, (c, s) in zip(strip_names, page_rows) if n)
         if animate and not state["animated"]:
             anim = f"anim_d{index:03d}.{animate}"
             writer.submit(_animate_and_save, tiles, out_dir / anim, list(alphas), title)
@@ -131,18 +137,14 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
         page_rows.clear()
         state["page"] += 1
 
+    def strip_name(index: int, class_id: int | None, seed: int) -> str:
+        suffix = "" if class_id is None or len(class_ids) == 1 else f"_c{class_id}"
+        return f"strips/d{index:03d}_seed{seed}{suffix}.png"
+
     def finish_row(item: EditItem) -> None:
-        row = np.stack(row_tiles)
-        row_tiles.clear()
-        if strips:
-            suffix = "" if item.class_id is None or len(class_ids) == 1 else f"_c{item.class_id}"
-            name = f"strips/d{item.index:03d}_seed{item.seed}{suffix}.png"
-            writer.submit(_compose_and_save, row[None], out_dir / name, [row_label(item.class_id, item.seed)],
-                          column_labels, directions.label_of(item.index))
-            records.append({"file": name, "kind": "strip", "index": item.index, "seed": item.seed,
-                            "class": item.class_id, "alphas": list(alphas)})
-        page.append(row)
+        page.append(np.stack(row_tiles))
         page_rows.append((item.class_id, item.seed))
+        row_tiles.clear()
         if len(page) == max_rows:
             flush_page()
 

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from latentdirs.errors import InvalidValueError
-from latentdirs.images import encode_png, grid_image, save_animation, save_image, to_uint8
+from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, save_image, to_uint8
+from latentdirs.png import assemble_png, encode_band, encode_png
 
 
 def test_to_uint8_maps_range_and_clips():
@@ -52,3 +53,23 @@ def test_animation_sweeps_there_and_back(tmp_path):
     with pytest.raises(InvalidValueError, match="a .png, .gif, .webp or .jpg file name"):
         save_animation(frames, tmp_path / "a.bmp")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "a.webp"]
+
+
+def test_strips_reuse_grid_bands_and_decode_exactly(tmp_path):
+    tiles = np.random.default_rng(3).integers(0, 256, size=(3, 4, 16, 16, 3), dtype=np.uint8)
+    grid = compose_grid(tiles, row_labels=["a", "b", "c"], column_labels=["1", "2", "3", "4"], title="t")
+    strips = [tmp_path / "s0.png", None, tmp_path / "s2.png"]
+    save_grid_and_strips(grid, tmp_path / "g.png", strips)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png", "s0.png", "s2.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "g.png")), grid.pixels)
+    (h0, h1), footer = grid.bands[0], grid.bands[-1]
+    for row, path in ((0, strips[0]), (2, strips[2])):
+        start, stop = grid.bands[1 + row]
+        expected = np.concatenate([grid.pixels[h0:h1], grid.pixels[start:stop], grid.pixels[footer[0]:footer[1]]])
+        assert np.array_equal(np.asarray(Image.open(path)), expected)
+        assert np.array_equal(expected[h1 - h0 + 2:h1 - h0 + 18, -18:-2], tiles[row, 3])
+
+
+def test_bands_of_other_widths_refused():
+    with pytest.raises(InvalidValueError, match="one width"):
+        assemble_png([encode_band(np.zeros((2, 3, 3), np.uint8)), encode_band(np.zeros((2, 4, 3), np.uint8))])
