@@ -41,6 +41,9 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
     from latentdirs.api import discover
     from latentdirs.registry import load_generator
 
+    from latentdirs.atomic import check_writable_directory
+
+    check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
     chosen: dict[str, Any] = dict(options)
     for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed)):
         if value is not None:

@@ -47,10 +47,11 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
 
     from latentdirs.directions import Directions, read_header
     from latentdirs.registry import load_generator
-    from latentdirs.render import check_writable, render_edits
+    from latentdirs.atomic import check_writable_directory
+    from latentdirs.render import render_edits
 
     header = read_header(directions_path)
-    check_writable(out)
+    check_writable_directory(out, param="--out")
     spec = generator_spec or (header.get("generator") or {}).get("spec")
     if not spec:
         raise click.UsageError("the direction file names no generator; pass -g/--generator")
@@ -67,6 +68,21 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
         manifest = render_edits(generator, directions, out_dir=out, seeds=seeds, indices=indices, alphas=alphas,
                                 classes=class_list, truncation=truncation, batch_size=batch_size,
                                 strips=not no_strips, animate=animate, directions_path=str(directions_path),
-                                command=shlex.join(["latentdirs", *sys.argv[1:]]), progress=bar.update)
+                                command=_command_line(directions_path, spec, seeds, indices, alphas, class_list,
+                                                      truncation, batch_size, out),
+                                progress=bar.update)
     grids = sum(1 for r in manifest["images"] if r["kind"] == "grid")
     click.echo(f"wrote {total} images into {len(manifest['images'])} files ({grids} grids) and manifest.json in {out}")
+
+
+def _command_line(path: Path, spec: str, seeds: list[int], indices: list[int], alphas: list[float],
+                  classes: list[str] | None, truncation: float | None, batch_size: int, out: Path) -> str:
+    """The explicit command that renders the same images (recorded in manifest.json)."""
+    words = ["latentdirs", "edit", str(path), "-g", spec, "--seeds", ",".join(map(str, seeds)),
+             "--indices", ",".join(map(str, indices)), "--alphas", ",".join(f"{a:g}" for a in alphas),
+             "--batch-size", str(batch_size), "-o", str(out)]
+    for name in classes or ():
+        words += ["--class", str(name)]
+    if truncation is not None:
+        words += ["--truncation", f"{truncation:g}"]
+    return shlex.join(words)

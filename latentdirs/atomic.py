@@ -53,3 +53,17 @@ def write_bytes_atomic(target: str | Path, data: bytes) -> None:
 def write_text_atomic(target: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``target`` atomically."""
     write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def check_writable_directory(directory: str | Path, *, param: str = "out") -> Path:
+    """Create ``directory`` if needed and prove it writable (write and remove a probe file).
+
+    Called before long work starts, so a bad output path fails in a second, not after the work.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{param}: {str(directory)!r} exists and is not a directory; choose a directory path")
+    with atomic_path(directory / ".write-probe") as probe:
+        probe.write_bytes(b"")
+    (directory / ".write-probe").unlink()
+    return directory

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from latentdirs import __version__
-from latentdirs.atomic import atomic_path, write_text_atomic
+from latentdirs.atomic import check_writable_directory, write_text_atomic
 from latentdirs.directions import Directions
 from latentdirs.edit import EditItem, traverse
 from latentdirs.errors import OutputError
@@ -29,17 +29,6 @@ MANIFEST_SCHEMA = "latentdirs.edit-manifest"
 
 def format_alpha(alpha: float) -> str:
     return f"{alpha:+.3g}"
-
-
-def check_writable(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove it writable before any rendering starts."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"out: {str(out_dir)!r} exists and is not a directory; choose a directory path")
-    with atomic_path(out_dir / ".write-probe") as probe:
-        probe.write_bytes(b"")
-    (out_dir / ".write-probe").unlink()
-    return out_dir
 
 
 class _Writer:
@@ -94,7 +83,7 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
     or ``"webp"``, ``anim_d{index:03d}.{animate}`` sweeping the strength; and ``manifest.json``, which
     reproduces every image (generator spec and fingerprint, seeds, class, truncation, index, strength).
     """
-    out_dir = check_writable(out_dir)
+    out_dir = check_writable_directory(out_dir)
     class_ids = [generator.resolve_class(c) for c in classes] if classes else [generator.resolve_class(None)]
     rows_per_direction = [(c, s) for c in class_ids for s in seeds]
     column_labels = [format_alpha(a) for a in alphas]
@@ -184,4 +173,4 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
     return manifest
 
 
-__all__ = ["render_edits", "check_writable", "format_alpha"]
+__all__ = ["render_edits", "format_alpha"]

@@ -165,7 +165,8 @@ def test_unwritable_output(cli_runner, faces_file, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     _fails(invoke(cli_runner, "edit", faces_file, "-o", blocker / "sub"), 1, "output: cannot write")
-    _fails(invoke(cli_runner, "discover", "synthetic", "-o", blocker / "d.safetensors"), 1, "output: cannot write")
+    _fails(invoke(cli_runner, "discover", "synthetic", "-o", blocker / "d.safetensors"), 1,
+           "--out: ", "exists and is not a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
