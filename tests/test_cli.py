@@ -175,3 +175,8 @@ def test_debug_shows_the_traceback(cli_runner, tmp_path):
 
     with pytest.raises(UnknownNameError):
         invoke(cli_runner, "--debug", "discover", "nope", "-o", tmp_path / "x.safetensors")
+
+
+def test_class_on_unconditional_generator(cli_runner, faces_file, tmp_path):
+    _fails(invoke(cli_runner, "edit", faces_file, "--class", "blue", "--device", "cpu", "-o", tmp_path / "o"), 1,
+           "class: got 'blue'; allowed: none: this generator is unconditional. Drop --class")

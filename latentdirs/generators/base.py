@@ -148,7 +148,7 @@ class GeneratorAdapter(abc.ABC):
         """Class ids as a LongTensor ``[n]`` on the device, or ``None`` for unconditional nets."""
         if not self.conditional:
             if classes is not None:
-                self.resolve_class(classes if not isinstance(classes, (list, tuple, torch.Tensor)) else 0)
+                raise invalid("class", classes, "none: this generator is unconditional", "Drop --class")
             return None
         if isinstance(classes, torch.Tensor):
             ids = classes.to(torch.long).flatten()
