@@ -25,3 +25,25 @@ class TestSyntheticContract(AdapterContract):
     @pytest.fixture
     def generator(self, synthetic):
         return synthetic
+
+
+def test_dcgan_truncation_shrinks_z(faces):
+    from latentdirs.errors import InvalidValueError
+
+    torch.testing.assert_close(faces.sample(3, seed=1, truncation=0.5), 0.5 * faces.sample(3, seed=1))
+    for bad in (0, 1.5, -0.2):
+        with pytest.raises(InvalidValueError, match=f"truncation: got {bad!r}; allowed: a number in \\(0, 1\\]"):
+            faces.sample(1, seed=0, truncation=bad)
+
+
+def test_eyes_classes_by_name_and_id(eyes):
+    assert eyes.resolve_class("Blue") == 1 == eyes.resolve_class("1") == eyes.resolve_class(1)
+    assert eyes.resolve_class(None) == 0
+    z = eyes.sample(1, seed=0)
+    with torch.no_grad():
+        blue, red = eyes.synthesize(z, classes="blue"), eyes.synthesize(z, classes="red")
+    assert (blue - red).abs().mean() > 0.01
+    with pytest.raises(UnknownNameError, match="class: got 'teal'"):
+        eyes.resolve_class("teal")
+    with pytest.raises(OutOfRangeError, match="class: got -1"):
+        eyes.resolve_class(-1)
