@@ -26,6 +26,7 @@ BUILTIN_GENERATORS: dict[str, tuple[str, bool, str]] = {
     "dcgan-faces": ("latentdirs.generators.dcgan:load_faces", False, "DCGAN, 64 px faces (embedded, default)"),
     "dcgan-eyes": ("latentdirs.generators.dcgan:load_eyes", False, "conditional DCGAN, 128 px eyes, 8 colours (embedded)"),
     "synthetic": ("latentdirs.generators.synthetic:load_synthetic", False, "procedural sprite with known factor directions"),
+    "biggan": ("latentdirs.generators.biggan:load_biggan", True, "biggan:biggan-deep-128|256|512 or biggan:DIR (config.json + pytorch_model.bin)"),
     "module": ("latentdirs.generators.module:load_module", True, "module:pkg.mod:factory, your own torch generator"),
 }
 
@@ -130,4 +131,4 @@ def check_options(function: Callable[..., Any], options: dict[str, Any], *, para
 
 
 def _example(family: str) -> str:
-    return {"module": "mypackage.models:make_generator"}.get(family, "ARGUMENT")
+    return {"module": "mypackage.models:make_generator", "biggan": "biggan-deep-128"}.get(family, "ARGUMENT")

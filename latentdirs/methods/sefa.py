@@ -61,7 +61,8 @@ def sefa(generator, *, num_directions: int | None = None, layers: str | Sequence
             ``generator.projection_layers``; default: the family's default). Edits of a layered space
             are then applied to the same layers.
         space: the latent space the directions live in; default the one the projection acts on
-            (``generator.sefa_space`` if it defines one, else its default space).
+            (``generator.sefa_space`` — a name, or a function of the chosen layers — else the default
+            space).
 
     Returns:
         :class:`~latentdirs.directions.Directions` with eigenvalues as scores (``score_kind="eigenvalue"``).
@@ -75,7 +76,8 @@ def sefa(generator, *, num_directions: int | None = None, layers: str | Sequence
     if num_directions is not None and not 1 <= int(num_directions) <= dim:
         raise invalid("num_directions", num_directions, f"1-{dim} (the latent dimension)")
     vectors, eigenvalues = sefa_factorize(weights, None if num_directions is None else int(num_directions))
-    space_name = space or getattr(generator, "sefa_space", None) or generator.default_space
+    preferred = getattr(generator, "sefa_space", None)  # a space name, or a function of the layers
+    space_name = space or (preferred(layer_list) if callable(preferred) else preferred) or generator.default_space
     if generator.space(space_name).dim != dim:
         raise invalid("space", space_name, f"a {dim}-d space (the projection's input)")
     options = {"num_directions": num_directions, "layers": layer_list}

@@ -1,0 +1,107 @@
+"""BigGAN-deep benchmarks (issue 3): full-size released architectures with random weights.
+
+Run: ``.venv/bin/python -m benchmarks.bench_biggan [--resolutions 128 256]`` (about 10 minutes on
+2 CPU cores; speed does not depend on the weights' values).
+
+For each resolution, in this run: images/s at batch 1 and 8 of the bare package forward
+(``BigGAN.forward`` under inference mode) and of ``latentdirs`` editing (``render_edits``: sampling,
+shift, synthesis through the adapter, grids, strips and manifest written), their ratio (goal ≥ 0.9),
+peak resident memory of each in a fresh process, and SeFa's time on the full-size ``gen_z``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import best_time, peak_rss_mib, report
+
+
+def _bare_images_per_second(directory: Path, batch: int, images: int) -> float:
+    import latentdirs
+
+    generator = latentdirs.load_generator(f"biggan:{directory}", device="cpu")
+    z = generator.sample(images, seed=0, truncation=0.5)
+    one_hot = torch.nn.functional.one_hot(torch.full((images,), 207), generator.num_classes).float()
+
+    def run() -> None:
+        with torch.inference_mode():
+            for start in range(0, images, batch):
+                generator.network(z[start:start + batch], one_hot[start:start + batch], 0.5)
+
+    return images / best_time(run, repeat=2)
+
+
+def _edit_images_per_second(directory: Path, batch: int, images: int) -> float:
+    import latentdirs
+    from latentdirs.render import render_edits
+
+    generator = latentdirs.load_generator(f"biggan:{directory}", device="cpu")
+    directions = latentdirs.discover(generator, "sefa", num_directions=1)
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as out:
+            render_edits(generator, directions, out_dir=out, seeds=list(range(images // 4)), indices=[0],
+                         alphas=[-2.0, -1.0, 1.0, 2.0], classes=[207], truncation=0.5, batch_size=batch)
+
+    return images / best_time(run, repeat=2)
+
+
+def _child(mode: str, directory: Path, batch: int, images: int) -> None:
+    torch.set_num_threads(2)
+    rate = (_bare_images_per_second if mode == "bare" else _edit_images_per_second)(directory, batch, images)
+    print(f"{rate:.6f}")
+
+
+def bench(resolution: int, workdir: Path, images: int) -> None:
+    from tests.biggan_tiny import released_config, write_biggan_dir
+
+    started = time.perf_counter()
+    directory = write_biggan_dir(workdir / f"biggan-deep-{resolution}", released_config(resolution))
+    build = time.perf_counter() - started
+    rows = [("random full-size directory written in", f"{build:.1f} s")]
+    for batch in (1, 8):
+        rates, peaks = {}, {}
+        for mode in ("bare", "edit"):
+            peak, out = peak_rss_mib([sys.executable, "-m", "benchmarks.bench_biggan", "--child", mode,
+                                      str(directory), str(batch), str(images)])
+            rates[mode], peaks[mode] = float(out.strip().splitlines()[-1]), peak
+        rows += [(f"batch {batch}: bare package forward", f"{rates['bare']:.2f} img/s, peak {peaks['bare']:.0f} MiB"),
+                 (f"batch {batch}: latentdirs edit", f"{rates['edit']:.2f} img/s, peak {peaks['edit']:.0f} MiB"),
+                 (f"batch {batch}: ratio (goal >= 0.9)", f"{rates['edit'] / rates['bare']:.2f}")]
+    import latentdirs
+    from latentdirs.methods.sefa import sefa_factorize
+
+    generator = latentdirs.load_generator(f"biggan:{directory}", device="cpu")
+    weights = generator.projection_weights()
+    seconds = best_time(lambda: sefa_factorize(weights), repeat=3)
+    rows.append((f"SeFa on gen_z z-columns {tuple(weights[0].shape)}", f"{seconds * 1e3:.1f} ms"))
+    all_layers = generator.projection_weights(list(range(len(generator.projection_layers))))
+    seconds = best_time(lambda: sefa_factorize(all_layers), repeat=3)
+    rows.append((f"SeFa on gen_z + all {len(generator.blocks)} blocks' batch norms", f"{seconds * 1e3:.1f} ms"))
+    report(f"biggan-deep-{resolution} (random weights, {images} images per measurement, 2 threads)", rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "DIR", "BATCH", "IMAGES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, directory, batch, images = args.child
+        _child(mode, Path(directory), int(batch), int(images))
+        return
+    print(f"torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as workdir:
+        for resolution in args.resolutions:
+            bench(resolution, Path(workdir), args.images)
+
+
+if __name__ == "__main__":
+    main()
