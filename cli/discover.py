@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,14 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
 @click.option("--seed", type=int, default=None, help="Random seed (learned methods).")
 @click.option("--opt", "options", type=OPTION, multiple=True, metavar="KEY=VALUE",
               help="Further method option; repeatable. Values are read as JSON when they parse.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted learned run from its checkpoint (--opt checkpoint=FILE).")
 @click.option("--device", type=DEVICE, default="auto", help="Where to run.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Direction file to write (.safetensors).")
 def discover_command(generator_spec: str, method: str, num_directions: int | None, layers: list[int] | None,
-                     space: str | None, seed: int | None, options: tuple[tuple[str, Any], ...], device: str,
-                     out: Path) -> None:
+                     space: str | None, seed: int | None, options: tuple[tuple[str, Any], ...], resume: bool,
+                     device: str, out: Path) -> None:
     """Discover directions in GENERATOR's latent space and write them to a direction file.
 
     \b
@@ -37,23 +40,39 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
       latentdirs discover dcgan-faces -m sefa -k 10 -o faces.safetensors
       latentdirs discover dcgan-eyes -m sefa -o eyes.safetensors
       latentdirs discover module:mypkg.nets:make_g --opt first_layer=fc -o mine.safetensors
+      latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt -o oj.safetensors
+      latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt --resume -o oj.safetensors
     """
+    from tqdm import tqdm
+
     from latentdirs.api import discover
-    from latentdirs.registry import load_generator
+    from latentdirs.registry import accepted_options, get_method, load_generator
 
     from latentdirs.atomic import check_writable_directory
 
     check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
     chosen: dict[str, Any] = dict(options)
-    for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed)):
+    for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed),
+                       ("resume", resume or None)):
         if value is not None:
             chosen[key] = value
     generator = load_generator(generator_spec, device=device)
+    takes_progress = "progress" in accepted_options(get_method(method))
     started = time.perf_counter()
-    directions = discover(generator, method, **chosen)
+    with tqdm(desc=method, unit="step", disable=None if takes_progress else True, file=sys.stderr) as bar:
+        if takes_progress:
+            chosen["progress"] = lambda step, total, penalty: _advance(bar, step, total, penalty)
+        directions = discover(generator, method, **chosen)
     elapsed = time.perf_counter() - started
     directions.save(out)
     scores = directions.scores
     top = ", ".join(f"{s:.3g}" for s in scores[:5].tolist()) if scores is not None else "n/a"
     click.echo(f"wrote {out}: {len(directions)} directions in {directions.space!r} of {generator.spec} "
                f"by {method} in {elapsed:.3f} s; top {directions.meta.get('score_kind') or 'scores'}: {top}")
+
+
+def _advance(bar, step: int, total: int, penalty: float) -> None:
+    bar.total = total
+    bar.n = step
+    bar.set_postfix(penalty=f"{penalty:.4g}", refresh=False)
+    bar.refresh()

@@ -33,6 +33,7 @@ BUILTIN_GENERATORS: dict[str, tuple[str, bool, str]] = {
 #: method → (function path, one-line description)
 BUILTIN_METHODS: dict[str, tuple[str, str]] = {
     "sefa": ("latentdirs.methods.sefa:sefa", "closed-form factorization of the latent projection weights"),
+    "orojar": ("latentdirs.methods.orojar:orojar", "learned orthogonal basis under the orthogonal-Jacobian penalty"),
 }
 
 DEFAULT_GENERATOR = "dcgan-faces"
