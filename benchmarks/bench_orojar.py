@@ -1,0 +1,136 @@
+"""OroJaR benchmarks (issue 5) on dcgan-faces, 2 CPU threads.
+
+Run: ``.venv/bin/python -m benchmarks.bench_orojar`` (about 10 minutes).
+
+1. Steps per second of one discovery step (penalty + backward + Adam) at batch 32, k = 2, for the
+   straightforward form (separate forward passes, every pass recorded for autograd, as the reference)
+   and this project's variants, interleaved in one run, after checking that all give the same penalty
+   for the same latents and probes.
+2. Time to quality: the penalty curve from a random (Kaiming) start and from the SeFa warm start, and
+   the wall time each needs to reach the same smoothed penalty.
+3. Peak resident memory of a default ``latentdirs discover dcgan-faces -m orojar`` and its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import latentdirs
+from benchmarks.common import peak_rss_mib, report
+from latentdirs.methods.orojar import orthonormal_rows
+from latentdirs.methods.orojar_penalty import orojar_penalty, rademacher, squared_norms
+
+
+def reference_penalty(render, m: int, batch: int, probes: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """The reference's form: G(z) and every G(z + ε v_i) as separate, autograd-recorded passes."""
+    base = render(torch.zeros(batch, m))
+    norms = torch.stack([squared_norms([(o - b) / epsilon for o, b in zip(render(epsilon * p), base)])
+                         for p in probes])
+    return norms.var(dim=0, unbiased=True).mean()
+
+
+def bench_steps(faces, batch: int, k: int, steps: int) -> None:
+    m = faces.z_dim
+    matrix = torch.randn(m, m, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    optimiser = torch.optim.Adam([matrix], lr=0.01)
+    draws = torch.Generator().manual_seed(1)
+    latents = faces.sample(batch, seed=2)
+    probes = rademacher((k, batch, m), draws, faces.device)
+
+    def render_with(directions):
+        return lambda w: [faces.synthesize(latents + w @ directions)]
+
+    variants = {
+        "reference form (all passes recorded)": lambda r: reference_penalty(r, m, batch, probes, 0.1),
+        "latentdirs default (base pass without autograd)": lambda r: orojar_penalty(r, torch.zeros(batch, m), probes),
+        "batched 1+k passes in one forward (option)": lambda r: orojar_penalty(r, torch.zeros(batch, m), probes,
+                                                                              batched=True),
+        "exact mode (forward-mode JVP)": lambda r: orojar_penalty(r, torch.zeros(batch, m), probes, mode="exact"),
+    }
+    values = {}
+    for name, penalty in variants.items():
+        values[name] = penalty(render_with(orthonormal_rows(matrix))).item()
+    reference_value = next(iter(values.values()))
+    rows = [(f"penalty, {name}", f"{value:.6g} (rel. diff {abs(value / reference_value - 1):.1e})")
+            for name, value in values.items()]
+
+    def one_step(penalty) -> None:
+        loss = penalty(render_with(orthonormal_rows(matrix)))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    times: dict[str, float] = {name: float("inf") for name in variants}
+    for name, penalty in variants.items():
+        one_step(penalty)  # warm-up
+    for _ in range(3):
+        for name, penalty in variants.items():
+            started = time.perf_counter()
+            for _ in range(steps):
+                one_step(penalty)
+            times[name] = min(times[name], (time.perf_counter() - started) / steps)
+    base = times["reference form (all passes recorded)"]
+    for name, seconds in times.items():
+        rows.append((f"steps/s, {name}", f"{1 / seconds:.2f}  ({base / seconds:.2f}x)"))
+    report(f"OroJaR step speed, dcgan-faces, batch {batch}, k {k} (best of 3 x {steps} steps, interleaved)", rows)
+
+
+def bench_time_to_quality(faces, steps: int, batch: int) -> None:
+    curves = {}
+    for start in ("random", "sefa"):
+        stamps: list[tuple[float, float]] = []
+        began = time.perf_counter()
+        latentdirs.discover(faces, "orojar", steps=steps, batch_size=batch, warm_start=start,
+                            progress=lambda s, n, p: stamps.append((time.perf_counter() - began, p)))
+        curves[start] = stamps
+
+    def smoothed(stamps, window=25):
+        values = [p for _, p in stamps]
+        return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+                for i in range(len(values))]
+
+    smooth = {name: smoothed(c) for name, c in curves.items()}
+    goal = max(smooth["random"][-1], smooth["sefa"][-1])  # a level both reach
+    rows = []
+    for name, stamps in curves.items():
+        reached = next((i for i, v in enumerate(smooth[name]) if v <= goal), None)
+        when = f"{stamps[reached][0]:.1f} s (step {reached + 1})" if reached is not None else "not reached"
+        marks = ", ".join(f"{smooth[name][i]:.3g}" for i in (0, steps // 4, steps // 2, 3 * steps // 4, steps - 1))
+        rows.append((f"{name} start: smoothed penalty at 0, 1/4, 1/2, 3/4, end", marks))
+        rows.append((f"{name} start: time to penalty {goal:.3g}", when))
+    report(f"OroJaR time to quality, dcgan-faces, {steps} steps, batch {batch} (25-step moving average)", rows)
+
+
+def bench_default_run(workdir: Path) -> None:
+    out = workdir / "oj.safetensors"
+    started = time.perf_counter()
+    peak, _ = peak_rss_mib([sys.executable, "-m", "latentdirs.cli.main", "discover", "dcgan-faces", "-m", "orojar",
+                            "--device", "cpu", "-o", str(out)])
+    elapsed = time.perf_counter() - started
+    options = latentdirs.Directions.load(out).meta["method"]["options"]
+    report("default 'latentdirs discover dcgan-faces -m orojar'", [
+        ("steps, batch", f"{options['steps']}, {options['batch_size']}"),
+        ("wall time", f"{elapsed / 60:.1f} min"), ("peak RSS", f"{peak:.0f} MiB"),
+        ("final penalty", f"{options['final_penalty']:.4g}")])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps everywhere")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+    bench_steps(faces, batch=32, k=2, steps=3 if args.quick else 8)
+    bench_time_to_quality(faces, steps=60 if args.quick else 400, batch=16)
+    with tempfile.TemporaryDirectory() as workdir:
+        bench_default_run(Path(workdir))
+
+
+if __name__ == "__main__":
+    main()
