@@ -44,7 +44,7 @@ def bench_steps(faces, batch: int, k: int, steps: int) -> None:
     probes = rademacher((k, batch, m), draws, faces.device)
 
     def render_with(directions):
-        return lambda w: [faces.synthesize(latents + w @ directions)]
+        return lambda w: [faces.synthesize(latents.repeat(w.shape[0] // batch, 1) + w @ directions)]
 
     variants = {
         "reference form (all passes recorded)": lambda r: reference_penalty(r, m, batch, probes, 0.1),

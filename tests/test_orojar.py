@@ -40,6 +40,21 @@ def test_estimator_mean_equals_off_diagonal_energy(mode, epsilon, tolerance):
     assert abs(estimate.item() / expected.item() - 1) < tolerance, (estimate.item(), expected.item())
 
 
+def test_batched_and_exact_forms_give_the_same_penalty(faces):
+    latents = faces.sample(4, seed=0)
+    directions = orthonormal_rows(torch.randn(100, 100, generator=torch.Generator().manual_seed(0)))
+    probes = rademacher((2, 4, 100), torch.Generator().manual_seed(1), torch.device("cpu"))
+
+    def render(w):
+        return [faces.synthesize(latents.repeat(w.shape[0] // 4, 1) + w @ directions)]
+
+    plain = orojar_penalty(render, torch.zeros(4, 100), probes, epsilon=1e-2)
+    batched = orojar_penalty(render, torch.zeros(4, 100), probes, epsilon=1e-2, batched=True)
+    exact = orojar_penalty(render, torch.zeros(4, 100), probes, mode="exact")
+    torch.testing.assert_close(batched, plain, rtol=1e-4, atol=0)
+    torch.testing.assert_close(exact, plain, rtol=0.05, atol=0)  # ε = 0.01 vs the exact derivative
+
+
 def test_linear_generator_recovers_sefa_eigenvectors():
     generator = _linear_generator()
     sefa = latentdirs.discover(generator, "sefa")

@@ -219,6 +219,8 @@ def _renderer(generator, target, layers: list[int] | None, axes: torch.Tensor, c
         mask[layers if layers is not None else slice(None)] = 1
 
     def render(latents: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
+        if delta.shape[0] != latents.shape[0]:  # batched probes: row r moves latent r mod B
+            latents = latents.repeat(delta.shape[0] // latents.shape[0], *([1] * (latents.dim() - 1)))
         moved = latents + (delta if mask is None else delta.unsqueeze(1) * mask)
         if tapper is not None:
             tapper.captured.clear()

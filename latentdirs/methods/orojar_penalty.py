@@ -20,7 +20,8 @@ import torch.autograd.forward_ad as forward_ad
 
 from latentdirs.errors import invalid
 
-#: renders latent coefficients ``[B, m]`` into a list of tap tensors, each ``[B, …]``
+#: renders latent coefficients ``[R·B, m]`` into a list of tap tensors, each ``[R·B, …]``; row r belongs
+#: to sample r mod B (R > 1 only when ``batched``)
 Render = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 MODES = ("finite", "exact")
