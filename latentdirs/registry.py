@@ -27,6 +27,7 @@ BUILTIN_GENERATORS: dict[str, tuple[str, bool, str]] = {
     "dcgan-eyes": ("latentdirs.generators.dcgan:load_eyes", False, "conditional DCGAN, 128 px eyes, 8 colours (embedded)"),
     "synthetic": ("latentdirs.generators.synthetic:load_synthetic", False, "procedural sprite with known factor directions"),
     "biggan": ("latentdirs.generators.biggan:load_biggan", True, "biggan:biggan-deep-128|256|512 or biggan:DIR (config.json + pytorch_model.bin)"),
+    "stylegan2": ("latentdirs.generators.stylegan2:load_stylegan2", True, "stylegan2:PATH, an NVlabs/TensorFlow pickle or a rosinality .pt"),
     "module": ("latentdirs.generators.module:load_module", True, "module:pkg.mod:factory, your own torch generator"),
 }
 

@@ -1,0 +1,125 @@
+"""``stylegan2:PATH``: StyleGAN2 networks from the files users have, without their repositories.
+
+Loads NVlabs network pickles (stylegan2-ada-pytorch, stylegan3 repository's StyleGAN2), old TensorFlow
+pickles and rosinality checkpoints (see :mod:`.loaders`) into this project's own implementation
+(:mod:`.network`). No code from a file is ever run (:mod:`.unpickle`).
+
+Spaces: ``z`` (default), ``w`` (``[N, w_dim]``) and ``w+`` (``[N, num_ws, w_dim]``). Truncation ψ (and
+``truncation_cutoff``) is applied in the mapping z → w, towards ``w_avg``; z itself is never scaled.
+SeFa factorises the modulation affines: projection layer ``i`` is the affine of the layer that consumes
+W+ slot ``i`` (convolutions in order; the last slot's only consumer is the final ToRGB), so
+``--layers 0-3`` edits exactly W+ slots 0-3.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from latentdirs.errors import invalid
+from latentdirs.generators.base import GeneratorAdapter, LatentSpace
+from latentdirs.generators.stylegan2.loaders import read_checkpoint
+from latentdirs.generators.stylegan2.network import NOISE_MODES, StyleGAN2Config, StyleGAN2Generator
+
+
+class StyleGAN2Adapter(GeneratorAdapter):
+    """Adapter over :class:`~.network.StyleGAN2Generator`."""
+
+    family = "stylegan2"
+    sefa_space = "w+"
+
+    def __init__(self, config: StyleGAN2Config, state: dict[str, torch.Tensor], *, spec: str, source_format: str,
+                 noise_mode: str = "const", truncation_cutoff: int | None = None,
+                 device: str | torch.device = "auto") -> None:
+        if noise_mode not in NOISE_MODES:
+            raise invalid("noise_mode", noise_mode, ", ".join(NOISE_MODES))
+        network = StyleGAN2Generator(config)
+        expected = network.state_dict()
+        state = dict(state)
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise invalid("generator", spec, "a complete StyleGAN2 generator",
+                          f"missing {missing[:4]}, unexpected {unexpected[:4]}")
+        network.load_state_dict(state, strict=True)
+        self.config = config
+        self.source_format = source_format
+        self.noise_mode = noise_mode
+        self.truncation_cutoff = truncation_cutoff
+        spaces = [LatentSpace("z", config.z_dim), LatentSpace("w", config.w_dim),
+                  LatentSpace("w+", config.w_dim, config.num_ws)]
+        super().__init__(spec=spec, network=network, spaces=spaces, resolution=config.img_resolution,
+                         class_names=[str(i) for i in range(config.c_dim)], device=device)
+        if torch.isnan(self.network.mapping.w_avg).any():
+            self._estimate_w_avg()
+
+    def _estimate_w_avg(self, samples: int = 10_000) -> None:
+        warnings.warn(f"{self.spec}: the checkpoint has no average w (latent_avg); estimating it from "
+                      f"{samples} samples for truncation", stacklevel=3)
+        z = torch.randn(samples, self.z_dim, generator=torch.Generator().manual_seed(0)).to(self.device)
+        classes = self.class_tensor(torch.zeros(samples, dtype=torch.long) if self.conditional else None, samples)
+        with torch.no_grad():
+            self.network.mapping.w_avg.copy_(self._map(z, classes, 1.0)[:, 0].mean(dim=0))
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        described.update(source_format=self.source_format, noise_mode=self.noise_mode,
+                         architecture=self.config.architecture, conv_clamp=self.config.conv_clamp)
+        return described
+
+    # ------------------------------------------------------------------ spaces
+    def _sample_z(self, n: int, generator: torch.Generator | None, truncation: float | None) -> torch.Tensor:
+        return torch.randn(n, self.z_dim, generator=generator)  # ψ is applied in the mapping, not to z
+
+    def _map(self, z: torch.Tensor, classes: torch.Tensor | None, psi: float) -> torch.Tensor:
+        one_hot = None
+        if self.conditional:
+            one_hot = torch.nn.functional.one_hot(classes, self.num_classes).to(z.dtype)
+        return self.network.mapping(z, one_hot, psi, self.truncation_cutoff)
+
+    def to_space(self, latents: torch.Tensor, src: str, dst: str, *, truncation: float | None = None,
+                 classes: Any = None) -> torch.Tensor:
+        """z → w (ψ and cutoff applied; ``w`` is slot 0 then) → w+ (rows repeated)."""
+        self.space(src), self.space(dst)
+        if src == dst:
+            return latents
+        if src == "w" and dst == "w+":
+            return latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
+        if src == "z":
+            ids = self.class_tensor(classes, latents.shape[0])
+            ws = self._map(latents.to(self.device), ids, self.check_truncation(truncation) or 1.0)
+            return ws if dst == "w+" else ws[:, 0]
+        return super().to_space(latents, src, dst, truncation=truncation, classes=classes)
+
+    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
+                    truncation: float | None) -> torch.Tensor:
+        if space == "z":
+            ws = self._map(latents, classes, truncation or 1.0)
+        elif space == "w":
+            ws = latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
+        else:
+            ws = latents
+        return self.network.synthesis(ws, noise_mode=self.noise_mode)
+
+    # ------------------------------------------------------------------ SeFa
+    @property
+    def projection_layers(self) -> tuple[str, ...]:
+        names = {id(module): name for name, module in self.network.synthesis.named_modules()}
+        return tuple(names[id(layer)] for layer in self.network.synthesis.style_layers())
+
+    def projection_weights(self, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Modulation affines ``[w_dim, C_in]`` of the chosen W+ slots (default: all)."""
+        chosen = self.check_layers(layers) or list(range(self.config.num_ws))
+        style_layers = self.network.synthesis.style_layers()
+        return [style_layers[i].affine.weight.detach().T.float().cpu().contiguous() for i in chosen]
+
+
+def load_stylegan2(argument: str | None, *, device: str | torch.device = "auto", noise_mode: str = "const",
+                   truncation_cutoff: int | None = None) -> StyleGAN2Adapter:
+    """``stylegan2:PATH`` — an NVlabs or TensorFlow network pickle, or a rosinality checkpoint."""
+    config, state, source_format = read_checkpoint(Path(str(argument)))
+    return StyleGAN2Adapter(config, state, spec=f"stylegan2:{argument}", source_format=source_format,
+                            noise_mode=noise_mode, truncation_cutoff=truncation_cutoff, device=device)

@@ -1,0 +1,279 @@
+"""Read the StyleGAN2 files users have into (config, state dict with NVlabs parameter names).
+
+Formats, recognised by content, not extension:
+
+* NVlabs network pickles (stylegan2-ada-pytorch and the stylegan3 repository's StyleGAN2): ``G_ema``;
+* old TensorFlow StyleGAN2 pickles ``(G, D, Gs)``, unconditional: ``Gs``;
+* rosinality ``.pt`` checkpoints (torch.save zip or legacy files): ``g_ema`` plus ``latent_avg``, or
+  training checkpoints with ``g``, ``d``, ``args`` (``args`` is an argparse.Namespace, allowed explicitly).
+
+Pickles go through :mod:`.unpickle` (nothing in them runs); torch files through
+``torch.load(weights_only=True)``. Every size is inferred from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentdirs.errors import MissingWeightsError, NotSupportedError, WeightsMismatchError
+from latentdirs.generators.stylegan2.network import StyleGAN2Config
+from latentdirs.generators.stylegan2.unpickle import PersistentRecord, TFNetworkRecord, restricted_load
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
+    """(config, state dict, format name) of a StyleGAN2 file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingWeightsError(f"generator: no StyleGAN2 file at {str(path)!r}; give the path of a network "
+                                  "pickle (.pkl) or a rosinality checkpoint (.pt)")
+    data = path.read_bytes()
+    if data[:4] == _ZIP_MAGIC or _is_legacy_torch(data):
+        return _from_rosinality(_torch_load(path))
+    loaded = restricted_load(data)
+    if isinstance(loaded, dict) and isinstance(loaded.get("G_ema"), PersistentRecord):
+        return _from_nvlabs(loaded["G_ema"])
+    if isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[2], TFNetworkRecord):
+        return _from_tensorflow(loaded[2])
+    raise WeightsMismatchError(f"generator: {str(path)!r} is a pickle, but neither an NVlabs network pickle "
+                               "(a dict with G_ema) nor a TensorFlow one (G, D, Gs)")
+
+
+def _is_legacy_torch(data: bytes) -> bool:
+    import io
+    import pickle
+
+    try:  # the first pickled object of a legacy torch.save file is a magic number; nothing else is read
+        return pickle.Unpickler(io.BytesIO(data[:64])).load() == _LEGACY_TORCH_MAGIC
+    except Exception:
+        return False
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsMismatchError(f"generator: {str(path)!r} is not a safe torch checkpoint "
+                                   f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+
+
+# ---------------------------------------------------------------------- NVlabs
+def _flatten_record(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
+    state = record.state
+    tensors = {}
+    for group in ("_parameters", "_buffers"):
+        for name, value in (state.get(group) or {}).items():
+            if value is not None:
+                tensors[prefix + name] = torch.as_tensor(value).detach().float().clone()
+    for name, child in (state.get("_modules") or {}).items():
+        if isinstance(child, PersistentRecord):
+            tensors.update(_flatten_record(child, f"{prefix}{name}."))
+    return tensors
+
+
+def _child(record: PersistentRecord, *path: str) -> PersistentRecord | None:
+    for name in path:
+        record = (record.state.get("_modules") or {}).get(name)
+        if not isinstance(record, PersistentRecord):
+            return None
+    return record
+
+
+def _from_nvlabs(g_ema: PersistentRecord) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
+    state = _flatten_record(g_ema)
+    if any(k.startswith("synthesis.input.") for k in state) or "SynthesisInput" in str(
+            (_child(g_ema, "synthesis") or g_ema).meta.get("module_src", "")):
+        raise NotSupportedError("generator: this is a StyleGAN3 (config-T/R) pickle; StyleGAN3 is not supported "
+                                "yet — StyleGAN2 pickles from the stylegan2-ada-pytorch and stylegan3 repositories are")
+    standard = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64
+    for key in [k for k in state if k.endswith("resample_filter")]:
+        if not torch.allclose(state.pop(key), standard):  # this implementation hard-wires the default filter
+            raise NotSupportedError(f"generator: {key} is not the default [1, 3, 3, 1] filter; not supported")
+    b4 = _child(g_ema, "synthesis", "b4")
+    conv = _child(g_ema, "synthesis", "b4", "conv1")
+    fc0 = _child(g_ema, "mapping", "fc0")
+    clamp = conv.state.get("conv_clamp") if conv is not None else None
+    config = _config_from_shapes(
+        state, architecture=str(b4.state.get("architecture", "skip")) if b4 is not None else "skip",
+        conv_clamp=None if clamp is None else float(clamp),
+        mapping_lr=float(fc0.state.get("bias_gain", 0.01)) if fc0 is not None else 0.01)
+    beta = (_child(g_ema, "mapping").state.get("w_avg_beta") if _child(g_ema, "mapping") else None)
+    config.w_avg_beta = None if beta is None else float(beta)
+    return config, state, "nvlabs-pickle"
+
+
+# ---------------------------------------------------------------------- shapes → config
+def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, conv_clamp: float | None,
+                        mapping_lr: float) -> StyleGAN2Config:
+    try:
+        mapping_layers = len({int(m.group(1)) for k in state if (m := re.match(r"mapping\.fc(\d+)\.weight$", k))})
+        w_dim = state["mapping.w_avg"].shape[0]
+        first_in = state["mapping.fc0.weight"].shape[1]
+        c_dim = state["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in state else 0
+        embed = state["mapping.embed.weight"].shape[0] if c_dim else 0
+        resolutions = sorted(int(m.group(1)) for k in state if (m := re.match(r"synthesis\.b(\d+)\.conv1\.weight$", k)))
+        channels = {r: state[f"synthesis.b{r}.conv1.weight"].shape[0] for r in resolutions}
+        img_resolution = resolutions[-1]
+        img_channels = state[f"synthesis.b{img_resolution}.torgb.weight"].shape[0]
+    except (KeyError, IndexError) as error:
+        raise WeightsMismatchError(f"generator: the weights lack StyleGAN2 parameter {error}") from None
+    if resolutions != [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]:
+        raise WeightsMismatchError(f"generator: synthesis blocks {resolutions} are not 4, 8, …, a power of two")
+    if architecture not in ("skip", "resnet"):
+        raise NotSupportedError(f"generator: architecture {architecture!r}; supported: skip, resnet")
+    return StyleGAN2Config(z_dim=first_in - embed, w_dim=w_dim, c_dim=c_dim, img_resolution=img_resolution,
+                           img_channels=img_channels, channels=channels, mapping_layers=mapping_layers,
+                           architecture=architecture, conv_clamp=conv_clamp, mapping_lr=mapping_lr,
+                           embed_features=embed or None)
+
+
+# ---------------------------------------------------------------------- rosinality
+def _from_rosinality(checkpoint: Any) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("g_ema"), dict):
+        raise WeightsMismatchError("generator: a torch checkpoint without 'g_ema'; expected a rosinality "
+                                   "StyleGAN2 checkpoint (converted: g_ema + latent_avg; training: g, d, g_ema, args)")
+    source = checkpoint["g_ema"]
+    state: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        name = _rosinality_name(key)
+        if name is None:
+            continue
+        value = value.detach().float()
+        if name.endswith("conv.weight"):
+            value = value[0]
+        state[name.replace(".conv.weight", ".weight")] = value.reshape(_target_shape(name, value))
+    if not any(k.startswith("mapping.fc") for k in state):
+        raise WeightsMismatchError("generator: g_ema holds no 'style.N' mapping layers; not a rosinality StyleGAN2")
+    w_dim = state["mapping.fc0.weight"].shape[0]
+    latent_avg = checkpoint.get("latent_avg")
+    state["mapping.w_avg"] = (torch.as_tensor(latent_avg).float().reshape(w_dim) if latent_avg is not None
+                              else torch.full((w_dim,), float("nan")))
+    place_rosinality_noise(state)
+    config = _config_from_shapes(state, architecture="skip", conv_clamp=None, mapping_lr=0.01)
+    return config, state, "rosinality-pt"
+
+
+def _rosinality_name(key: str) -> str | None:
+    """rosinality key → NVlabs key (None for buffers that carry no weights: blur kernels)."""
+    if key.endswith(".kernel"):
+        return None
+    if m := re.match(r"style\.(\d+)\.(weight|bias)$", key):
+        return f"mapping.fc{int(m.group(1)) - 1}.{m.group(2)}"
+    if key == "input.input":
+        return "synthesis.b4.const"
+    if m := re.match(r"noises\.noise_(\d+)$", key):
+        return f"noise:{m.group(1)}"
+    layer, rest = _rosinality_layer(key)
+    if layer is None:
+        return None
+    rest = {"conv.weight": "conv.weight", "conv.modulation.weight": "affine.weight",
+            "conv.modulation.bias": "affine.bias", "noise.weight": "noise_strength", "activate.bias": "bias",
+            "bias": "bias"}.get(rest)
+    return f"{layer}.{rest}" if rest else None
+
+
+def _rosinality_layer(key: str) -> tuple[str | None, str]:
+    if key.startswith("conv1."):
+        return "synthesis.b4.conv1", key[len("conv1."):]
+    if key.startswith("to_rgb1."):
+        return "synthesis.b4.torgb", key[len("to_rgb1."):]
+    if m := re.match(r"convs\.(\d+)\.(.*)$", key):
+        index = int(m.group(1))
+        return f"synthesis.b{8 * 2 ** (index // 2)}.conv{index % 2}", m.group(2)
+    if m := re.match(r"to_rgbs\.(\d+)\.(.*)$", key):
+        return f"synthesis.b{8 * 2 ** int(m.group(1))}.torgb", m.group(2)
+    return None, key
+
+
+def _target_shape(name: str, value: torch.Tensor) -> tuple[int, ...]:
+    if name.endswith(("noise_strength",)):
+        return ()
+    if name.endswith(".bias") and value.dim() == 4:  # to_rgb bias [1, 3, 1, 1]
+        return (value.numel(),)
+    if name == "synthesis.b4.const":
+        return tuple(value.shape[1:])
+    if name.startswith("noise:"):
+        return tuple(value.shape[-2:])
+    return tuple(value.shape)
+
+
+def place_rosinality_noise(state: dict[str, torch.Tensor]) -> None:
+    """rosinality's ``noises.noise_k`` (one per conv, in order) → ``…conv*.noise_const``."""
+    layers = ["synthesis.b4.conv1"]
+    resolution = 8
+    while f"synthesis.b{resolution}.conv0.weight" in state:
+        layers += [f"synthesis.b{resolution}.conv0", f"synthesis.b{resolution}.conv1"]
+        resolution *= 2
+    for key in [k for k in state if k.startswith("noise:")]:
+        state[f"{layers[int(key.split(':')[1])]}.noise_const"] = state.pop(key)
+
+
+# ---------------------------------------------------------------------- TensorFlow
+def _tf_variables(record: TFNetworkRecord) -> dict[str, np.ndarray]:
+    return {str(name): np.asarray(value) for name, value in record.state.get("variables", [])}
+
+
+def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
+    components = gs.state.get("components") or {}
+    mapping, synthesis = components.get("mapping"), components.get("synthesis")
+    if not isinstance(mapping, TFNetworkRecord) or not isinstance(synthesis, TFNetworkRecord):
+        raise WeightsMismatchError("generator: TensorFlow Gs without mapping/synthesis components")
+    own, mvars, svars = _tf_variables(gs), _tf_variables(mapping), _tf_variables(synthesis)
+    if any(name.startswith("LabelConcat") for name in mvars):
+        raise NotSupportedError("generator: conditional TensorFlow StyleGAN2 pickles are not supported yet; "
+                                "convert them with NVlabs' legacy.py, or use an unconditional one")
+    if "4x4/Const/const" not in svars:
+        raise WeightsMismatchError("generator: the TensorFlow pickle is not a StyleGAN2 generator "
+                                   "(no synthesis 4x4/Const/const)")
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    state: dict[str, torch.Tensor] = {"mapping.w_avg": tensor(own["dlatent_avg"])}
+    for name, value in mvars.items():
+        if m := re.match(r"Dense(\d+)/(weight|bias)$", name):
+            state[f"mapping.fc{m.group(1)}.{m.group(2)}"] = tensor(value.T if m.group(2) == "weight" else value)
+    state["synthesis.b4.const"] = tensor(svars["4x4/Const/const"][0])
+    noise_index = 0
+    resolution = 4
+    while resolution == 4 or f"{resolution}x{resolution}/Conv1/weight" in svars:
+        tf_layers = [("Conv", "conv1")] if resolution == 4 else [("Conv0_up", "conv0"), ("Conv1", "conv1")]
+        for tf_name, name in tf_layers:
+            prefix, scope = f"synthesis.b{resolution}.{name}", f"{resolution}x{resolution}/{tf_name}"
+            weight = svars[f"{scope}/weight"]
+            if tf_name == "Conv0_up":
+                weight = weight[::-1, ::-1]
+            state[f"{prefix}.weight"] = tensor(weight.transpose(3, 2, 0, 1))
+            state[f"{prefix}.affine.weight"] = tensor(svars[f"{scope}/mod_weight"].T)
+            state[f"{prefix}.affine.bias"] = tensor(svars[f"{scope}/mod_bias"] + 1)
+            state[f"{prefix}.noise_strength"] = tensor(svars[f"{scope}/noise_strength"]).reshape(())
+            state[f"{prefix}.bias"] = tensor(svars[f"{scope}/bias"])
+            state[f"{prefix}.noise_const"] = tensor(svars[f"noise{noise_index}"][0, 0])
+            noise_index += 1
+        scope, prefix = f"{resolution}x{resolution}/ToRGB", f"synthesis.b{resolution}.torgb"
+        if f"{scope}/weight" in svars:  # every block in skip nets, the last only in resnet nets
+            state[f"{prefix}.weight"] = tensor(svars[f"{scope}/weight"].transpose(3, 2, 0, 1))
+            state[f"{prefix}.affine.weight"] = tensor(svars[f"{scope}/mod_weight"].T)
+            state[f"{prefix}.affine.bias"] = tensor(svars[f"{scope}/mod_bias"] + 1)
+            state[f"{prefix}.bias"] = tensor(svars[f"{scope}/bias"])
+        if f"{resolution}x{resolution}/Skip/weight" in svars:
+            skip = svars[f"{resolution}x{resolution}/Skip/weight"][::-1, ::-1]
+            state[f"synthesis.b{resolution}.skip.weight"] = tensor(skip.transpose(3, 2, 0, 1))
+        resolution *= 2
+    kwargs = synthesis.state.get("static_kwargs") or {}
+    architecture = str(kwargs.get("architecture", "skip"))
+    config = _config_from_shapes(state, architecture=architecture, conv_clamp=None, mapping_lr=0.01)
+    return config, state, "tensorflow-pickle"
+
+
+__all__ = ["read_checkpoint"]

@@ -1,0 +1,296 @@
+"""StyleGAN2 generator maths, written for this project (fp32, inference; parameter names as NVlabs').
+
+Follows the computation of NVlabs' stylegan2-ada-pytorch / stylegan3 ``networks_stylegan2``: mapping
+(2nd-moment normalisation, equalised-lr FC layers with lr multiplier, leaky ReLU × √2), truncation
+towards ``w_avg`` with an optional cutoff, and synthesis blocks of modulated, demodulated 3×3
+convolutions (the up-sampling one as a stride-2 transposed convolution followed by the [1, 3, 3, 1]
+FIR filter), noise, bias, leaky ReLU × √2 and clamping, with skip or resnet architecture.
+
+Every FIR filter runs as one depthwise convolution, never a Python loop over pixels.
+
+Shapes: ``z [N, z_dim]``, ``c [N, c_dim]`` one-hot, ``ws [N, num_ws, w_dim]``, images
+``[N, img_channels, R, R]`` in about [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_GAIN = math.sqrt(2.0)
+NOISE_MODES = ("const", "random", "none")
+
+
+@dataclass
+class StyleGAN2Config:
+    """Sizes and options of a StyleGAN2 generator (loaders infer sizes from tensor shapes)."""
+
+    z_dim: int
+    w_dim: int
+    c_dim: int
+    img_resolution: int
+    img_channels: int
+    channels: dict[int, int]                # block resolution → channels
+    mapping_layers: int
+    architecture: str = "skip"              # "skip" or "resnet"
+    conv_clamp: float | None = None
+    mapping_lr: float = 0.01
+    embed_features: int | None = None       # class-embedding width (defaults to w_dim)
+    w_avg_beta: float | None = None         # kept for description only (never updated here)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [2 ** i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
+
+    @property
+    def num_ws(self) -> int:
+        return 2 * int(math.log2(self.img_resolution)) - 2
+
+
+def _fir_kernel(channels: int, gain: float, device=None) -> torch.Tensor:
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device)
+    kernel = torch.outer(taps, taps)
+    kernel = kernel / kernel.sum() * gain
+    return kernel.expand(channels, 1, 4, 4).contiguous()
+
+
+def fir(x: torch.Tensor, padding: tuple[int, int, int, int], gain: float) -> torch.Tensor:
+    """Pad ``(left, right, top, bottom)`` then filter with the normalised [1, 3, 3, 1]² FIR × gain."""
+    x = F.pad(x, padding)
+    return F.conv2d(x, _fir_kernel(x.shape[1], gain, x.device).to(x.dtype), groups=x.shape[1])
+
+
+def upsample2d(x: torch.Tensor) -> torch.Tensor:
+    """NVlabs ``upfirdn2d.upsample2d`` with the default filter: zero-insertion ×2, pad (2, 1), FIR × 4."""
+    n, c, h, w = x.shape
+    up = x.new_zeros(n, c, h, 2, w, 2)
+    up[:, :, :, 0, :, 0] = x
+    return fir(up.reshape(n, c, 2 * h, 2 * w), (2, 1, 2, 1), gain=4.0)
+
+
+def bias_act(x: torch.Tensor, bias: torch.Tensor | None, *, lrelu: bool, gain: float = 1.0,
+             clamp: float | None = None) -> torch.Tensor:
+    """Add a per-channel bias, leaky ReLU (0.2) × √2 when ``lrelu``, × ``gain``, clamp to ±``clamp``."""
+    if bias is not None:
+        x = x + bias.reshape(1, -1, *([1] * (x.dim() - 2)))
+    if lrelu:
+        x = F.leaky_relu(x, 0.2) * LRELU_GAIN
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class FullyConnected(nn.Module):
+    """Equalised-learning-rate linear layer: ``weight × lr/√in``, ``bias × lr``."""
+
+    def __init__(self, in_features: int, out_features: int, *, lrelu: bool = False, lr_multiplier: float = 1.0,
+                 bias_init: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.lrelu = lrelu
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x @ (self.weight * self.weight_gain).T
+        return bias_act(x, self.bias * self.bias_gain, lrelu=self.lrelu)
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class MappingNetwork(nn.Module):
+    """z (and class) → w, repeated to ``num_ws`` rows; ``w_avg`` is never updated here."""
+
+    def __init__(self, config: StyleGAN2Config) -> None:
+        super().__init__()
+        self.config = config
+        embed = config.embed_features or config.w_dim
+        if config.c_dim:
+            self.embed = FullyConnected(config.c_dim, embed)
+        widths = [config.z_dim + (embed if config.c_dim else 0)] + [config.w_dim] * config.mapping_layers
+        for i in range(config.mapping_layers):
+            setattr(self, f"fc{i}", FullyConnected(widths[i], widths[i + 1], lrelu=True,
+                                                   lr_multiplier=config.mapping_lr))
+        self.register_buffer("w_avg", torch.zeros(config.w_dim))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None) -> torch.Tensor:
+        x = normalize_2nd_moment(z) if self.config.z_dim else None
+        if self.config.c_dim:
+            y = normalize_2nd_moment(self.embed(c))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+        for i in range(self.config.mapping_layers):
+            x = getattr(self, f"fc{i}")(x)
+        ws = x.unsqueeze(1).repeat(1, self.config.num_ws, 1)
+        if truncation_psi != 1:
+            cutoff = self.config.num_ws if truncation_cutoff is None else truncation_cutoff
+            ws = torch.cat([self.w_avg.lerp(ws[:, :cutoff], truncation_psi), ws[:, cutoff:]], dim=1)
+        return ws
+
+
+def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool,
+                   up: bool = False) -> torch.Tensor:
+    """Per-sample modulated conv as one grouped convolution. ``weight [O, I, k, k]``, ``styles [N, I]``."""
+    n, in_channels, h, w = x.shape
+    out_channels, _, kh, kw = weight.shape
+    kernels = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, k, k]
+    if demodulate:
+        kernels = kernels * (kernels.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
+    x = x.reshape(1, n * in_channels, h, w)
+    if up:
+        # stride-2 transposed conv (weight not flipped), then the FIR filter with padding 1 and gain 4
+        kernels = kernels.transpose(1, 2).reshape(n * in_channels, out_channels, kh, kw)
+        x = F.conv_transpose2d(x, kernels, stride=2, groups=n)
+        x = fir(x, (1, 1, 1, 1), gain=4.0)
+    else:
+        x = F.conv2d(x, kernels.reshape(n * out_channels, in_channels, kh, kw), padding=kh // 2, groups=n)
+    return x.reshape(n, out_channels, *x.shape[2:])
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3×3 conv (optionally up-sampling) + noise + bias + leaky ReLU (+ clamp)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, *, up: bool,
+                 conv_clamp: float | None) -> None:
+        super().__init__()
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.up = up
+        self.conv_clamp = conv_clamp
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str, gain: float = 1.0) -> torch.Tensor:
+        x = modulated_conv(x, self.weight, self.affine(w), demodulate=True, up=self.up)
+        if noise_mode == "const":
+            x = x + self.noise_const * self.noise_strength
+        elif noise_mode == "random":
+            x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, self.bias, lrelu=True, gain=gain, clamp=clamp)
+
+
+class ToRGB(nn.Module):
+    """Modulated 1×1 conv without demodulation, bias, linear, clamp."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None) -> None:
+        super().__init__()
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+        self.conv_clamp = conv_clamp
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x = modulated_conv(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
+        return bias_act(x, self.bias, lrelu=False, clamp=self.conv_clamp)
+
+
+class SkipConv(nn.Module):
+    """The resnet architecture's shortcut: FIR up-sampling then a 1×1 conv, gain √½, no bias, no clamp."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(upsample2d(x), self.weight * self.weight_gain) * math.sqrt(0.5)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: (const | conv0 up) → conv1 → (ToRGB when skip or last)."""
+
+    def __init__(self, config: StyleGAN2Config, resolution: int) -> None:
+        super().__init__()
+        out_channels = config.channels[resolution]
+        self.resolution = resolution
+        self.first = resolution == 4
+        self.last = resolution == config.img_resolution
+        self.architecture = config.architecture
+        self.conv_clamp = config.conv_clamp
+        if self.first:
+            self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
+        else:
+            in_channels = config.channels[resolution // 2]
+            self.conv0 = SynthesisLayer(in_channels, out_channels, config.w_dim, resolution, up=True,
+                                        conv_clamp=config.conv_clamp)
+            if config.architecture == "resnet":
+                self.skip = SkipConv(in_channels, out_channels)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, config.w_dim, resolution, up=False,
+                                    conv_clamp=config.conv_clamp)
+        self.has_torgb = self.last or config.architecture == "skip"
+        if self.has_torgb:
+            self.torgb = ToRGB(out_channels, config.img_channels, config.w_dim, config.conv_clamp)
+
+    @property
+    def num_conv(self) -> int:
+        return 1 if self.first else 2
+
+    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
+                noise_mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``ws [N, num_conv + has_torgb, w_dim]``."""
+        if self.first:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, ws[:, 0], noise_mode)
+        elif self.architecture == "resnet":
+            shortcut = self.skip(x)
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = shortcut + self.conv1(x, ws[:, 1], noise_mode, gain=math.sqrt(0.5))
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 1], noise_mode)
+        if img is not None:
+            img = upsample2d(img)
+        if self.has_torgb:
+            rgb = self.torgb(x, ws[:, self.num_conv])
+            img = rgb if img is None else img + rgb
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, config: StyleGAN2Config) -> None:
+        super().__init__()
+        self.config = config
+        for resolution in config.resolutions:
+            setattr(self, f"b{resolution}", SynthesisBlock(config, resolution))
+
+    def blocks(self) -> list[SynthesisBlock]:
+        return [getattr(self, f"b{r}") for r in self.config.resolutions]
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        x = img = None
+        index = 0
+        for block in self.blocks():
+            x, img = block(x, img, ws[:, index:index + block.num_conv + int(block.has_torgb)], noise_mode)
+            index += block.num_conv
+        return img
+
+    def style_layers(self) -> list[nn.Module]:
+        """The layer whose affine consumes each W+ slot: convs in order, then the last ToRGB (SeFa's choice)."""
+        layers: list[nn.Module] = []
+        for block in self.blocks():
+            layers += [block.conv1] if block.first else [block.conv0, block.conv1]
+        return layers + [self.blocks()[-1].torgb]
+
+
+class StyleGAN2Generator(nn.Module):
+    """``mapping`` + ``synthesis`` with NVlabs parameter names (``mapping.fc0.weight``, ``synthesis.b4.const`` …)."""
+
+    def __init__(self, config: StyleGAN2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.mapping = MappingNetwork(config)
+        self.synthesis = SynthesisNetwork(config)
