@@ -3,9 +3,10 @@
 Run: ``.venv/bin/python -m benchmarks.bench_orojar`` (about 10 minutes).
 
 1. Steps per second of one discovery step (penalty + backward + Adam) at batch 32, k = 2, for the
-   straightforward form (separate forward passes, every pass recorded for autograd, as the reference)
-   and this project's variants, interleaved in one run, after checking that all give the same penalty
-   for the same latents and probes.
+   straightforward form (the network as loaded, separate forward passes, every pass recorded for
+   autograd, as the reference) and this project's variants (the adapter's BatchNorm-folded network),
+   interleaved in one run, after checking that all give the same penalty for the same latents and
+   probes.
 2. Time to quality: the penalty curve from a random (Kaiming) start and from the SeFa warm start, and
    the wall time each needs to reach the same smoothed penalty.
 3. Peak resident memory of a default ``latentdirs discover dcgan-faces -m orojar`` and its wall time.
@@ -46,6 +47,9 @@ def bench_steps(faces, batch: int, k: int, steps: int) -> None:
     def render_with(directions):
         return lambda w: [faces.synthesize(latents.repeat(w.shape[0] // batch, 1) + w @ directions)]
 
+    def render_as_loaded(directions):  # the straightforward form calls the network as it was loaded
+        return lambda w: [faces.network.main((latents + w @ directions)[:, :, None, None])]
+
     variants = {
         "reference form (all passes recorded)": lambda r: reference_penalty(r, m, batch, probes, 0.1),
         "latentdirs default (base pass without autograd)": lambda r: orojar_penalty(r, torch.zeros(batch, m), probes),
@@ -53,27 +57,29 @@ def bench_steps(faces, batch: int, k: int, steps: int) -> None:
                                                                               batched=True),
         "exact mode (forward-mode JVP)": lambda r: orojar_penalty(r, torch.zeros(batch, m), probes, mode="exact"),
     }
+    renderers = {name: render_with for name in variants}
+    renderers["reference form (all passes recorded)"] = render_as_loaded
     values = {}
     for name, penalty in variants.items():
-        values[name] = penalty(render_with(orthonormal_rows(matrix))).item()
+        values[name] = penalty(renderers[name](orthonormal_rows(matrix))).item()
     reference_value = next(iter(values.values()))
     rows = [(f"penalty, {name}", f"{value:.6g} (rel. diff {abs(value / reference_value - 1):.1e})")
             for name, value in values.items()]
 
-    def one_step(penalty) -> None:
-        loss = penalty(render_with(orthonormal_rows(matrix)))
+    def one_step(penalty, renderer) -> None:
+        loss = penalty(renderer(orthonormal_rows(matrix)))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
 
     times: dict[str, float] = {name: float("inf") for name in variants}
     for name, penalty in variants.items():
-        one_step(penalty)  # warm-up
+        one_step(penalty, renderers[name])  # warm-up
     for _ in range(3):
         for name, penalty in variants.items():
             started = time.perf_counter()
             for _ in range(steps):
-                one_step(penalty)
+                one_step(penalty, renderers[name])
             times[name] = min(times[name], (time.perf_counter() - started) / steps)
     base = times["reference form (all passes recorded)"]
     for name, seconds in times.items():

@@ -47,3 +47,14 @@ def test_eyes_classes_by_name_and_id(eyes):
         eyes.resolve_class("teal")
     with pytest.raises(OutOfRangeError, match="class: got -1"):
         eyes.resolve_class(-1)
+
+
+def test_folded_batchnorm_renders_the_original_network(faces, eyes):
+    for generator in (faces, eyes):
+        z = generator.sample(4, seed=9)
+        with torch.no_grad():
+            folded = generator.synthesize(z, classes=None if not generator.conditional else 3)
+            latent = z if not generator.conditional else torch.cat(
+                [z, torch.nn.functional.one_hot(torch.full((4,), 3), 8).float()], dim=1)
+            original = generator.network.main(latent[:, :, None, None])
+        torch.testing.assert_close(folded, original, atol=2e-5, rtol=0)
