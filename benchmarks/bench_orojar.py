@@ -57,7 +57,15 @@ def bench_steps(faces, batch: int, k: int, steps: int) -> None:
                                                                               batched=True),
         "exact mode (forward-mode JVP)": lambda r: orojar_penalty(r, torch.zeros(batch, m), probes, mode="exact"),
     }
+    compiled_synthesize = torch.compile(lambda x: faces.synthesize(x))
+
+    def render_compiled(directions):
+        return lambda w: [compiled_synthesize(latents + w @ directions)]
+
+    variants["compile option (torch.compile, warm-up excluded)"] = variants[
+        "latentdirs default (base pass without autograd)"]
     renderers = {name: render_with for name in variants}
+    renderers["compile option (torch.compile, warm-up excluded)"] = render_compiled
     renderers["reference form (all passes recorded)"] = render_as_loaded
     values = {}
     for name, penalty in variants.items():
