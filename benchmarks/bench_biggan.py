@@ -13,14 +13,13 @@ time on the full-size ``gen_z``.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import best_time, peak_rss_mib, report
+from benchmarks.common import bare_vs_edit, bare_vs_edit_child, best_time, report
 
 
 def _runners(directory: Path, batch: int, images: int) -> dict:
@@ -47,21 +46,8 @@ def _runners(directory: Path, batch: int, images: int) -> dict:
 
 
 def _child(mode: str, directory: Path, batch: int, images: int) -> None:
-    """``rates``: both runners interleaved, best of 3 each; ``bare``/``edit``: one run (for peak memory)."""
     torch.set_num_threads(2)
-    runners = _runners(directory, batch, images)
-    if mode in runners:
-        runners[mode]()
-        return
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for function in runners.values():
-        function()  # warm-up
-    for _ in range(3):
-        for name, function in runners.items():
-            started = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - started)
-    print(" ".join(f"{images / min(times[name]):.6f}" for name in ("bare", "edit")))
+    bare_vs_edit_child(_runners(directory, batch, images), mode, images)
 
 
 def bench(resolution: int, workdir: Path, images: int) -> None:
@@ -72,14 +58,10 @@ def bench(resolution: int, workdir: Path, images: int) -> None:
     build = time.perf_counter() - started
     rows = [("random full-size directory written in", f"{build:.1f} s")]
     for batch in (1, 8):
-        command = [sys.executable, "-m", "benchmarks.bench_biggan", "--child"]
-        _, out = peak_rss_mib(command + ["rates", str(directory), str(batch), str(images)])
-        bare_rate, edit_rate = map(float, out.split()[-2:])
-        peaks = {mode: peak_rss_mib(command + [mode, str(directory), str(batch), str(images)])[0]
-                 for mode in ("bare", "edit")}
-        rows += [(f"batch {batch}: bare package forward", f"{bare_rate:.2f} img/s, peak {peaks['bare']:.0f} MiB"),
-                 (f"batch {batch}: latentdirs edit", f"{edit_rate:.2f} img/s, peak {peaks['edit']:.0f} MiB"),
-                 (f"batch {batch}: ratio (goal >= 0.9)", f"{edit_rate / bare_rate:.2f}")]
+        bare, edit, peaks = bare_vs_edit("benchmarks.bench_biggan", str(directory), batch, images)
+        rows += [(f"batch {batch}: bare package forward", f"{1 / bare:.2f} img/s, peak {peaks['bare']:.0f} MiB"),
+                 (f"batch {batch}: latentdirs edit", f"{1 / edit:.2f} img/s, peak {peaks['edit']:.0f} MiB"),
+                 (f"batch {batch}: ratio (goal >= 0.9)", f"{bare / edit:.2f}")]
     import latentdirs
     from latentdirs.methods.sefa import sefa_factorize
 

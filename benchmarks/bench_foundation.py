@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import latentdirs
-from benchmarks.common import best_time, peak_rss_mib, report
+from benchmarks.common import best_time, interleaved_best, peak_rss_mib, report
 from latentdirs.methods.sefa import sefa_factorize
 from latentdirs.render import render_edits
 
@@ -69,17 +69,8 @@ def bench_edit_throughput(batch_size: int, seeds: int, indices: int, alphas: int
             render_edits(faces, directions, out_dir=out, seeds=list(range(seeds)), indices=list(range(indices)),
                          alphas=list(np.linspace(-3, 3, alphas)), batch_size=batch_size, strips=strips)
 
-    # interleave the three so that load from other processes hits them alike
-    times: dict[str, list[float]] = {"bare": [], "grids+strips": [], "grids only": []}
-    runs = {"bare": bare, "grids+strips": lambda: edit(True), "grids only": lambda: edit(False)}
-    for function in runs.values():
-        function()  # warm-up
-    for _ in range(5):
-        for name, function in runs.items():
-            started = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - started)
-    best = {name: min(values) for name, values in times.items()}
+    best = interleaved_best({"bare": bare, "grids+strips": lambda: edit(True), "grids only": lambda: edit(False)},
+                            repeat=5)
     ratios = {name: best["bare"] / best[name] for name in ("grids+strips", "grids only")}
     report(f"edit throughput, dcgan-faces, {total} images, batch {batch_size} (best of 5, interleaved)", [
         ("bare generator loop", f"{total / best['bare']:.0f} img/s"),

@@ -12,14 +12,13 @@ fresh process. The network is written as an NVlabs-layout pickle and loaded thro
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import peak_rss_mib, report
+from benchmarks.common import bare_vs_edit, bare_vs_edit_child, report
 
 ARCHITECTURES = {  # the stylegan2-ada "paper256" and FFHQ-1024 configurations
     256: dict(channel_base=16384, channel_max=512, mapping_layers=8),
@@ -62,30 +61,15 @@ def _runners(path: Path, batch: int, images: int) -> dict:
 
 def _child(mode: str, path: Path, batch: int, images: int) -> None:
     torch.set_num_threads(2)
-    runners = _runners(path, batch, images)
-    if mode in runners:
-        runners[mode]()
-        return
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for function in runners.values():
-        function()
-    for _ in range(3):
-        for name, function in runners.items():
-            started = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - started)
-    print(" ".join(f"{min(times[name]) / images:.6f}" for name in ("bare", "edit")))
+    bare_vs_edit_child(_runners(path, batch, images), mode, images)
 
 
 def bench(resolution: int, folder: Path, images: int) -> None:
     started = time.perf_counter()
     path = write_network(resolution, folder)
     rows = [("random network pickle written in", f"{time.perf_counter() - started:.1f} s")]
-    command = [sys.executable, "-m", "benchmarks.bench_stylegan2", "--child"]
     for batch in (1, 4):
-        _, out = peak_rss_mib(command + ["rates", str(path), str(batch), str(images)])
-        bare, edit = map(float, out.split()[-2:])
-        peaks = {mode: peak_rss_mib(command + [mode, str(path), str(batch), str(images)])[0] for mode in ("bare", "edit")}
+        bare, edit, peaks = bare_vs_edit("benchmarks.bench_stylegan2", str(path), batch, images)
         rows += [(f"batch {batch}: bare forward", f"{bare:.3f} s/img, peak {peaks['bare']:.0f} MiB"),
                  (f"batch {batch}: latentdirs edit", f"{edit:.3f} s/img, peak {peaks['edit']:.0f} MiB"),
                  (f"batch {batch}: ratio of images/s (goal >= 0.9)", f"{bare / edit:.2f}")]

@@ -25,6 +25,40 @@ def best_time(function: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) 
     return min(times)
 
 
+def interleaved_best(runners: dict[str, Callable[[], Any]], *, repeat: int = 3) -> dict[str, float]:
+    """Best wall time of each runner; calls are interleaved (after one warm-up each) so that load from
+    other processes hits all of them alike."""
+    for function in runners.values():
+        function()
+    best = {name: float("inf") for name in runners}
+    for _ in range(repeat):
+        for name, function in runners.items():
+            started = time.perf_counter()
+            function()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
+
+
+def bare_vs_edit_child(runners: dict[str, Callable[[], Any]], mode: str, images: int) -> None:
+    """Body of a benchmark's ``--child MODE`` process: ``bare``/``edit`` run once (for peak memory);
+    ``rates`` prints seconds per image of both, interleaved, best of 3."""
+    if mode in runners:
+        runners[mode]()
+        return
+    best = interleaved_best(runners)
+    print(f"{best['bare'] / images:.6f} {best['edit'] / images:.6f}")
+
+
+def bare_vs_edit(module: str, target: str, batch: int, images: int) -> tuple[float, float, dict[str, float]]:
+    """Seconds per image of ``bare`` and ``edit`` and their peak RSS (MiB), each in fresh processes of
+    ``python -m module --child MODE target batch images``."""
+    command = [sys.executable, "-m", module, "--child"]
+    _, out = peak_rss_mib(command + ["rates", target, str(batch), str(images)])
+    bare, edit = map(float, out.split()[-2:])
+    peaks = {mode: peak_rss_mib(command + [mode, target, str(batch), str(images)])[0] for mode in ("bare", "edit")}
+    return bare, edit, peaks
+
+
 def peak_rss_mib(command: list[str]) -> tuple[float, str]:
     """Run ``command`` in a fresh process; return its peak resident memory in MiB and its stdout.
 

@@ -21,7 +21,6 @@ from latentdirs import __version__
 from latentdirs.atomic import check_writable_directory, write_text_atomic
 from latentdirs.directions import Directions
 from latentdirs.edit import EditItem, traverse
-from latentdirs.errors import OutputError
 from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, to_uint8
 
 MANIFEST_SCHEMA = "latentdirs.edit-manifest"

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import latentdirs
 from latentdirs.directions import SCHEMA_VERSION, Directions, read_header
 from latentdirs.errors import DirectionFileError, FingerprintMismatchError, InvalidValueError, OutOfRangeError
 from latentdirs.importers import import_directions
