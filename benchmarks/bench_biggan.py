@@ -12,14 +12,13 @@ time on the full-size ``gen_z``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import bare_vs_edit, bare_vs_edit_child, best_time, report
+from benchmarks.common import bare_vs_edit, bare_vs_edit_main, best_time, report
 
 
 def _runners(directory: Path, batch: int, images: int) -> dict:
@@ -43,11 +42,6 @@ def _runners(directory: Path, batch: int, images: int) -> dict:
                          alphas=[-2.0, -1.0, 1.0, 2.0], classes=[207], truncation=0.5, batch_size=batch)
 
     return {"bare": bare, "edit": edit}
-
-
-def _child(mode: str, directory: Path, batch: int, images: int) -> None:
-    torch.set_num_threads(2)
-    bare_vs_edit_child(_runners(directory, batch, images), mode, images)
 
 
 def bench(resolution: int, workdir: Path, images: int) -> None:
@@ -76,19 +70,7 @@ def bench(resolution: int, workdir: Path, images: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--child", nargs=4, metavar=("MODE", "DIR", "BATCH", "IMAGES"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        mode, directory, batch, images = args.child
-        _child(mode, Path(directory), int(batch), int(images))
-        return
-    print(f"torch {torch.__version__}")
-    with tempfile.TemporaryDirectory() as workdir:
-        for resolution in args.resolutions:
-            bench(resolution, Path(workdir), args.images)
+    bare_vs_edit_main(__doc__.splitlines()[0], runners=_runners, bench=bench, resolutions=[128, 256], images=16)
 
 
 if __name__ == "__main__":

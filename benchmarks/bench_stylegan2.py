@@ -11,14 +11,13 @@ fresh process. The network is written as an NVlabs-layout pickle and loaded thro
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import bare_vs_edit, bare_vs_edit_child, report
+from benchmarks.common import bare_vs_edit, bare_vs_edit_main, report
 
 ARCHITECTURES = {  # the stylegan2-ada "paper256" and FFHQ-1024 configurations
     256: dict(channel_base=16384, channel_max=512, mapping_layers=8),
@@ -59,11 +58,6 @@ def _runners(path: Path, batch: int, images: int) -> dict:
     return {"bare": bare, "edit": edit}
 
 
-def _child(mode: str, path: Path, batch: int, images: int) -> None:
-    torch.set_num_threads(2)
-    bare_vs_edit_child(_runners(path, batch, images), mode, images)
-
-
 def bench(resolution: int, folder: Path, images: int) -> None:
     started = time.perf_counter()
     path = write_network(resolution, folder)
@@ -77,19 +71,7 @@ def bench(resolution: int, folder: Path, images: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 1024])
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--child", nargs=4, metavar=("MODE", "PATH", "BATCH", "IMAGES"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        mode, path, batch, images = args.child
-        _child(mode, Path(path), int(batch), int(images))
-        return
-    print(f"torch {torch.__version__}")
-    with tempfile.TemporaryDirectory() as folder:
-        for resolution in args.resolutions:
-            bench(resolution, Path(folder), args.images)
+    bare_vs_edit_main(__doc__.splitlines()[0], runners=_runners, bench=bench, resolutions=[256, 1024], images=4)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -39,14 +40,35 @@ def interleaved_best(runners: dict[str, Callable[[], Any]], *, repeat: int = 3) 
     return best
 
 
-def bare_vs_edit_child(runners: dict[str, Callable[[], Any]], mode: str, images: int) -> None:
-    """Body of a benchmark's ``--child MODE`` process: ``bare``/``edit`` run once (for peak memory);
-    ``rates`` prints seconds per image of both, interleaved, best of 3."""
-    if mode in runners:
-        runners[mode]()
+def bare_vs_edit_main(description: str, *, runners: Callable[[Path, int, int], dict[str, Callable[[], Any]]],
+                      bench: Callable[[int, Path, int], None], resolutions: list[int], images: int) -> None:
+    """Command line of a generator benchmark: ``bench(resolution, workdir, images)`` per resolution, or —
+    as its own ``--child MODE TARGET BATCH IMAGES`` process — run ``runners(target, batch, images)``:
+    ``bare``/``edit`` once (for peak memory), ``rates`` both interleaved (prints seconds per image)."""
+    import argparse
+    import tempfile
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=resolutions)
+    parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "TARGET", "BATCH", "IMAGES"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, target, batch, count = args.child
+        torch.set_num_threads(2)
+        functions = runners(Path(target), int(batch), int(count))
+        if mode in functions:
+            functions[mode]()
+        else:
+            best = interleaved_best(functions)
+            print(f"{best['bare'] / int(count):.6f} {best['edit'] / int(count):.6f}")
         return
-    best = interleaved_best(runners)
-    print(f"{best['bare'] / images:.6f} {best['edit'] / images:.6f}")
+    print(f"torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as workdir:
+        for resolution in args.resolutions:
+            bench(resolution, Path(workdir), args.images)
 
 
 def bare_vs_edit(module: str, target: str, batch: int, images: int) -> tuple[float, float, dict[str, float]]:

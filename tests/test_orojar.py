@@ -68,7 +68,7 @@ def test_synthetic_aligns_with_true_factors(synthetic):
     directions = latentdirs.discover(synthetic, "orojar", steps=60, batch_size=16)
     truth = torch.stack(list(synthetic.true_directions.values()))
     best = (directions.vectors @ truth.T).abs().max(dim=0).values
-    assert torch.all(best >= 0.95), best  # measured 0.97-1.00 per factor (x, y, size, hue, value)
+    assert torch.all(best >= 0.95), best  # measured 0.98-1.00 per factor (x, y, size, hue, value)
     assert directions.meta["method"]["options"]["warm_start_used"] == "sefa"
 
 

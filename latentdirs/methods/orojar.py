@@ -175,9 +175,9 @@ def orojar(generator, *, num_directions: int | None = None, steps: int = 400, ba
     render, close = _renderer(generator, target, layer_list, cls, tap_names, compile)
     try:
         for step in range(first_step, steps):
-            draws = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            latents = _latents(generator, target, batch_size, draws)
-            probes = rademacher((k, batch_size, m), draws, generator.device)
+            step_seed = seed * 1_000_003 + step  # latents and probes of a step depend on (seed, step) only
+            latents = generator.sample(batch_size, seed=step_seed, space=target.name, classes=cls)
+            probes = rademacher((k, batch_size, m), torch.Generator().manual_seed(step_seed), generator.device)
             directions = orthonormal_rows(matrix) @ axes  # [m, D]
             penalty = orojar_penalty(lambda w: render(latents, w @ directions),
                                      torch.zeros(batch_size, m, device=generator.device),
@@ -192,7 +192,7 @@ def orojar(generator, *, num_directions: int | None = None, steps: int = 400, ba
                 _save_checkpoint(checkpoint, matrix, optimiser, options, seed, step + 1, history)
         with torch.no_grad():
             directions = orthonormal_rows(matrix) @ axes
-            scores = _effect_sizes(render, generator, target, directions, epsilon, seed)
+            scores = _effect_sizes(render, generator, target, cls, directions, epsilon, seed)
     finally:
         close()
     order = torch.argsort(scores, descending=True)
@@ -203,11 +203,6 @@ def orojar(generator, *, num_directions: int | None = None, steps: int = 400, ba
     return Directions.from_method(vectors[:keep], scores[order][:keep].cpu(), generator=generator, method="orojar",
                                   options=options, space=target.name, layers=layer_list,
                                   score_kind="mean_jacobian_norm", seed=seed)
-
-
-def _latents(generator, target, batch_size: int, draws: torch.Generator) -> torch.Tensor:
-    z = generator._sample_z(batch_size, draws, None).to(generator.device)
-    return z if target.name == "z" else generator.to_space(z, "z", target.name)
 
 
 def _renderer(generator, target, layers: list[int] | None, cls: int | None, tap_names: list[str],
@@ -238,11 +233,10 @@ def _renderer(generator, target, layers: list[int] | None, cls: int | None, tap_
     return render, (tapper.remove if tapper is not None else (lambda: None))
 
 
-def _effect_sizes(render, generator, target, directions: torch.Tensor, epsilon: float, seed: int,
+def _effect_sizes(render, generator, target, cls: int | None, directions: torch.Tensor, epsilon: float, seed: int,
                   samples: int = 32) -> torch.Tensor:
     """Mean over fresh samples of ‖J·q‖ (finite difference, all taps) for every row q of ``directions`` ``[m, D]``."""
-    draws = torch.Generator().manual_seed(seed * 1_000_003 - 1)
-    latents = _latents(generator, target, samples, draws)
+    latents = generator.sample(samples, seed=seed * 1_000_003 - 1, space=target.name, classes=cls)
     base = render(latents, torch.zeros(samples, target.dim, device=generator.device))
     sizes = []
     for row in directions:
