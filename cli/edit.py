@@ -20,7 +20,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
 @click.option("--seeds", type=INDEX_SPEC, default="0-7", help="Seeds, one row each, e.g. '0-7,42'.")
 @click.option("--indices", type=INDEX_SPEC, default=None,
               help="Directions to render, e.g. '0-3'  [default: the first five]")
-@click.option("--alphas", type=ALPHA_SPEC, default="-3:3:7", help="Strengths: START:STOP:NUM or A,B,C.")
+@click.option("--alphas", type=ALPHA_SPEC, default=None, help="Strengths: START:STOP:NUM or A,B,C  [default: -3:3:7]")
+@click.option("--amounts", type=ALPHA_SPEC, default=None,
+              help="Calibrated files: amounts of the factor instead of strengths, e.g. -0.2:0.2:5.")
+@click.option("--clamp-amounts", is_flag=True, help="Clamp amounts beyond the calibrated range (default: refuse).")
 @click.option("--class", "classes", multiple=True, metavar="NAME|ID",
               help="Class for conditional generators; repeat for several (one row per class and seed).")
 @click.option("--truncation", type=float, default=None, help="Truncation ψ in (0, 1].")
@@ -33,7 +36,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
               help="Use the directions even if the generator's weights differ from the file's.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[int], indices: list[int] | None,
-                 alphas: list[float], classes: tuple[str, ...], truncation: float | None, animate: str | None,
+                 alphas: list[float] | None, amounts: list[float] | None, clamp_amounts: bool, classes: tuple[str, ...], truncation: float | None, animate: str | None,
                  no_strips: bool, batch_size: int, device: str, allow_other_generator: bool, out: Path) -> None:
     """Render what the directions in DIRECTIONS do: one grid per direction (rows = seeds,
     columns = strengths), per-seed strips, optional animations, and manifest.json.
@@ -42,6 +45,7 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
     Examples:
       latentdirs edit faces.safetensors --indices 0-3 --seeds 0-5 --alphas -3:3:7 -o out/faces
       latentdirs edit eyes.safetensors --class blue --class 6 --animate -o out/eyes
+      latentdirs edit shift.safetensors --amounts -0.2:0.2:5 -o out/shift
     """
     from tqdm import tqdm
 
@@ -50,6 +54,10 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
     from latentdirs.atomic import check_writable_directory
     from latentdirs.render import render_edits
 
+    if alphas is not None and amounts is not None:
+        raise click.UsageError("--alphas and --amounts exclude each other; give one")
+    if amounts is None and alphas is None:
+        alphas = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     header = read_header(directions_path)
     check_writable_directory(out, param="--out")
     spec = generator_spec or (header.get("generator") or {}).get("spec")
@@ -63,23 +71,25 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
         directions.check_index(index, param="--indices")
     truncation = generator.check_truncation(truncation)
     class_list = list(classes) or None
-    total = len(indices) * len(seeds) * len(alphas) * (len(class_list) if class_list else 1)
+    total = len(indices) * len(seeds) * len(alphas or amounts) * (len(class_list) if class_list else 1)
     with tqdm(total=total, unit="img", desc="edit", disable=None, file=sys.stderr) as bar:
         manifest = render_edits(generator, directions, out_dir=out, seeds=seeds, indices=indices, alphas=alphas,
                                 classes=class_list, truncation=truncation, batch_size=batch_size,
                                 strips=not no_strips, animate=animate, directions_path=str(directions_path),
-                                command=_command_line(directions_path, spec, seeds, indices, alphas, class_list,
-                                                      truncation, batch_size, out),
-                                progress=bar.update)
+                                command=_command_line(directions_path, spec, seeds, indices, alphas, amounts,
+                                                      class_list, truncation, batch_size, out),
+                                progress=bar.update, amounts=amounts, clamp_amounts=clamp_amounts)
     grids = sum(1 for r in manifest["images"] if r["kind"] == "grid")
     click.echo(f"wrote {total} images into {len(manifest['images'])} files ({grids} grids) and manifest.json in {out}")
 
 
-def _command_line(path: Path, spec: str, seeds: list[int], indices: list[int], alphas: list[float],
-                  classes: list[str] | None, truncation: float | None, batch_size: int, out: Path) -> str:
+def _command_line(path: Path, spec: str, seeds: list[int], indices: list[int], alphas: list[float] | None,
+                  amounts: list[float] | None, classes: list[str] | None, truncation: float | None,
+                  batch_size: int, out: Path) -> str:
     """The explicit command that renders the same images (recorded in manifest.json)."""
+    option, values = ("--amounts", amounts) if amounts is not None else ("--alphas", alphas or [])
     words = ["latentdirs", "edit", str(path), "-g", spec, "--seeds", ",".join(map(str, seeds)),
-             "--indices", ",".join(map(str, indices)), "--alphas", ",".join(f"{a:g}" for a in alphas),
+             "--indices", ",".join(map(str, indices)), option, ",".join(f"{a:g}" for a in values),
              "--batch-size", str(batch_size), "-o", str(out)]
     for name in classes or ():
         words += ["--class", str(name)]

@@ -138,9 +138,11 @@ def import_command(source: Path, generator_spec: str, space: str | None, out: Pa
 def _register_commands() -> None:
     from latentdirs.cli.discover import discover_command
     from latentdirs.cli.edit import edit_command
+    from latentdirs.cli.measure import measure_command
 
     cli.add_command(discover_command)
     cli.add_command(edit_command)
+    cli.add_command(measure_command)
 
 
 _register_commands()

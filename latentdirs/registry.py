@@ -35,6 +35,7 @@ BUILTIN_GENERATORS: dict[str, tuple[str, bool, str]] = {
 BUILTIN_METHODS: dict[str, tuple[str, str]] = {
     "sefa": ("latentdirs.methods.sefa:sefa", "closed-form factorization of the latent projection weights"),
     "orojar": ("latentdirs.methods.orojar:orojar", "learned orthogonal basis under the orthogonal-Jacobian penalty"),
+    "regression": ("latentdirs.methods.regression:regression", "calibrated direction by inversion of transformed images + monotone regression"),
 }
 
 DEFAULT_GENERATOR = "dcgan-faces"

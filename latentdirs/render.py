@@ -57,7 +57,7 @@ def _write_page(tiles: np.ndarray, path: Path, strip_paths: Sequence[Path | None
     save_grid_and_strips(grid, path, strip_paths)
 
 
-def _animate_and_save(tiles: np.ndarray, path: Path, alphas: Sequence[float], title: str, per_row: int = 8) -> None:
+def _animate_and_save(tiles: np.ndarray, path: Path, strengths: Sequence[str], title: str, per_row: int = 8) -> None:
     count, steps = tiles.shape[:2]
     columns = min(count, per_row)
     rows = -(-count // columns)
@@ -66,16 +66,21 @@ def _animate_and_save(tiles: np.ndarray, path: Path, alphas: Sequence[float], ti
         page = np.full((rows * columns,) + tiles.shape[2:], 255, dtype=np.uint8)
         page[:count] = tiles[:, step]
         frames.append(grid_image(page.reshape(rows, columns, *tiles.shape[2:]),
-                                 title=f"{title}  alpha={format_alpha(alphas[step])}"))
+                                 title=f"{title}  {strengths[step]}"))
     save_animation(frames, path)
 
 
 def render_edits(generator, directions: Directions, *, out_dir: str | Path, seeds: Sequence[int],
-                 indices: Sequence[int], alphas: Sequence[float], classes: Sequence[int | str] | None = None,
+                 indices: Sequence[int], alphas: Sequence[float] | None = None,
+                 classes: Sequence[int | str] | None = None,
                  truncation: float | None = None, batch_size: int = 32, strips: bool = True,
                  animate: str | None = None, max_rows: int = 16, directions_path: str | None = None,
-                 command: str | None = None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                 command: str | None = None, progress: Callable[[int], None] | None = None,
+                 amounts: Sequence[float] | None = None, clamp_amounts: bool = False) -> dict[str, Any]:
     """Render ``seeds × indices × alphas`` (× classes) edits into ``out_dir``; return the manifest.
+
+    With ``amounts`` instead of ``alphas`` (calibrated files), columns are requested amounts of the
+    factor, each seed moved by its own calibrated strength (see :func:`latentdirs.edit.traverse`).
 
     Files (all written atomically): ``grid_d{index:03d}[_p{page}].png`` with rows = (class, seed) and
     columns = strengths; ``strips/d{index:03d}_seed{seed}[_c{class}].png``; with ``animate`` = ``"gif"``
@@ -85,7 +90,11 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
     out_dir = check_writable_directory(out_dir)
     class_ids = [generator.resolve_class(c) for c in classes] if classes else [generator.resolve_class(None)]
     rows_per_direction = [(c, s) for c in class_ids for s in seeds]
-    column_labels = [format_alpha(a) for a in alphas]
+    calibrated = amounts is not None
+    values = list(amounts if calibrated else alphas or [])
+    strength_key = "amounts" if calibrated else "alphas"
+    column_labels = [format_alpha(a) for a in values]
+    frame_labels = [f"{'amount' if calibrated else 'alpha'}={label}" for label in column_labels]
     records: list[dict[str, Any]] = []
     writer = _Writer()
 
@@ -112,14 +121,14 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
         writer.submit(_write_page, tiles, out_dir / name, [out_dir / n if n else None for n in strip_names],
                       [row_label(*r) for r in page_rows], column_labels, title)
         records.append({"file": name, "kind": "grid", "index": index,
-                        "rows": [{"seed": s, "class": c} for c, s in page_rows], "alphas": list(alphas)})
-        records.extend({"file": n, "kind": "strip", "index": index, "seed": s, "class": c, "alphas": list(alphas)}
+                        "rows": [{"seed": s, "class": c} for c, s in page_rows], strength_key: values})
+        records.extend({"file": n, "kind": "strip", "index": index, "seed": s, "class": c, strength_key: values}
                        for n, (c, s) in zip(strip_names, page_rows) if n)
         if animate and not state["animated"]:
             anim = f"anim_d{index:03d}.{animate}"
-            writer.submit(_animate_and_save, tiles, out_dir / anim, list(alphas), title)
+            writer.submit(_animate_and_save, tiles, out_dir / anim, frame_labels, title)
             records.append({"file": anim, "kind": "animation", "index": index,
-                            "rows": [{"seed": s, "class": c} for c, s in page_rows], "alphas": list(alphas)})
+                            "rows": [{"seed": s, "class": c} for c, s in page_rows], strength_key: values})
             state["animated"] = True
         page.clear()
         page_rows.clear()
@@ -137,14 +146,15 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
             flush_page()
 
     try:
-        for batch in traverse(generator, directions, seeds=seeds, indices=indices, alphas=alphas,
+        for batch in traverse(generator, directions, seeds=seeds, indices=indices, alphas=alphas, amounts=amounts,
+                              clamp_amounts=clamp_amounts,
                               classes=class_ids, truncation=truncation, batch_size=batch_size):
             for tile, item in zip(to_uint8(batch.images), batch.items):
                 if item.index != state["index"]:
                     flush_page()
                     state.update(index=item.index, page=0, animated=False)
                 row_tiles.append(tile)
-                if len(row_tiles) == len(alphas):
+                if len(row_tiles) == len(values):
                     finish_row(item)
             if progress:
                 progress(len(batch.items))
@@ -160,7 +170,8 @@ def render_edits(generator, directions: Directions, *, out_dir: str | Path, seed
         "directions": {"path": directions_path, "method": directions.method_name, "space": directions.space,
                        "layers": directions.layers, "labels": directions.meta.get("labels", {}),
                        "fingerprint": directions.fingerprint},
-        "seeds": list(seeds), "indices": list(indices), "alphas": list(alphas),
+        "seeds": list(seeds), "indices": list(indices), strength_key: values,
+        "calibration": directions.meta.get("calibration"),
         "classes": class_ids, "truncation": truncation,
         "how_to_reproduce": ("z = generator.sample_seeds([seed], truncation=truncation) mapped to the "
                              "directions' space; latentdirs.shift(z, directions, index=index, alpha=alpha); "

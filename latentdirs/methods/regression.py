@@ -1,0 +1,89 @@
+"""Calibrated directions by inversion of transformed images and monotone regression.
+
+Paper: Plumerault, Le Borgne & Hudelot, "Controlling generative models with continuous factors of
+variations", ICLR 2020 (arXiv 2001.10238). Reference code: the authors' TensorFlow release.
+
+1. Trajectory data (:mod:`latentdirs.inversion`): for ``samples`` latents z0 (norm ≤ √d) and both
+   signs, invert ``T(G(z0), ±t)`` for each amount t, warm-started, blurred masked MSE, worst decile
+   dropped.
+2. Regression (:func:`latentdirs.calibration.fit_monotone`): a direction v and a monotone piecewise-
+   linear g with ``δt = g(⟨v, zT⟩) − g(⟨v, z0⟩)``, an L2 term on v, a smoothness term on g's slopes;
+   validation error on a held-out fifth.
+3. The direction file stores the unit v and g's knots (``calibration.knots_x/knots_y``), so
+   ``latentdirs edit FILE --amounts -0.2:0.2:5`` moves each seed by the requested amount.
+
+Deviations from the reference: v starts along the least-squares displacement per unit δt (scaled so
+⟨v, z⟩ spreads over g's knots) and g as the best straight line; v learns at a tenth of g's rate (Adam
+would otherwise let it drift into dimensions the data leaves free); default amounts 0.05 … 0.25
+(the reference's 0.1 … 0.5 asks for shifts of half the image); the calibration is kept and used (the reference code discarded it); batch size for the
+inversion is a measured choice for this CPU (see benchmarks/bench_regression.py).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from latentdirs.calibration import KIND, fit_monotone
+from latentdirs.directions import Directions
+from latentdirs.errors import invalid
+from latentdirs.inversion import TrajectoryData, invert_trajectories
+from latentdirs.specs import parse_alphas
+from latentdirs.transforms import get_transform
+
+
+def regression(generator, *, transform: str = "shift-x", samples: int = 32, amounts: str | Sequence[float] | None = None,
+               iterations: int = 50, lr: float = 0.01, sigma: float | None = None, batch_size: int = 16,
+               epochs: int = 100, class_id: int | str | None = None, dataset: str | Path | None = None,
+               save_dataset: str | Path | None = None, seed: int = 0,
+               progress: Callable[[int, int, float], None] | None = None) -> Directions:
+    """Discover one calibrated direction for ``transform`` (``shift-x``, ``shift-y``, ``zoom``, …).
+
+    Args:
+        samples: number of z0 (each gives 2 · len(amounts) triplets before the worst decile is dropped).
+        amounts: increasing positive amounts (default: the transform's, 0.1 … 0.5).
+        iterations, lr, sigma, batch_size: the inversion (Adam steps per amount, blur σ in pixels).
+        epochs: the regression's passes over the triplets.
+        dataset / save_dataset: reuse or keep the trajectory data (safetensors).
+        progress: ``progress(done, total, 0.0)`` during the inversion.
+    """
+    spec = get_transform(transform)
+    steps = list(spec.default_amounts) if amounts is None else parse_alphas(amounts, param="amounts")
+    if generator.default_space != "z" or samples < 2:
+        raise invalid("regression", (generator.default_space, samples), "a generator sampled in z and samples ≥ 2")
+    cls = generator.resolve_class(class_id)
+    if dataset is not None:
+        data = TrajectoryData.load(dataset)
+        if data.transform != transform:
+            raise invalid("dataset", str(dataset), f"trajectories of {transform!r}", f"it holds {data.transform!r}")
+    else:
+        z0 = generator.sample(samples, seed=seed)
+        radius = math.sqrt(z0.shape[1])
+        z0 = z0 * torch.clamp(radius / z0.norm(dim=1, keepdim=True), max=1.0)
+        report = (lambda done, total: progress(done, total, 0.0)) if progress else None
+        data = invert_trajectories(generator, z0, transform, steps, iterations=iterations, lr=lr, sigma=sigma,
+                                   class_id=cls, batch_size=batch_size, progress=report)
+        if save_dataset is not None:
+            data.save(save_dataset)
+    displacement = data.zt - data.z0
+    per_unit = (displacement * data.delta.unsqueeze(1)).sum(0) / data.delta.square().sum()  # Δz per unit δ
+    init = 2 * per_unit / per_unit.norm()  # ⟨v, z⟩ then has std ≈ 2 under the prior: spread over g's knots
+    moved = displacement @ init
+    slope = float((data.delta * moved).sum() / moved.square().sum())  # g starts as the best straight line
+    fit = fit_monotone(data.z0, data.zt, data.delta, dim=data.z0.shape[1], epochs=epochs, seed=seed, init=init,
+                       slope=slope)
+    knots_y = fit["knots_y"] - fit["knots_y"][len(fit["knots_y"]) // 2]  # g(0) = 0: amounts relative to the origin
+    options = {"transform": transform, "samples": samples, "amounts": steps, "iterations": iterations, "lr": lr,
+               "sigma": sigma, "batch_size": batch_size, "epochs": epochs, "class_id": cls,
+               "dataset": None if dataset is None else str(dataset), "triplets": int(data.delta.numel()),
+               "train_mse": fit["train_mse"], "validation_mse": fit["validation_mse"],
+               "inversion_error_median": float(data.error.median())}
+    calibration = {"kind": KIND, "transform": transform, "factor": spec.factor, "units": spec.units,
+                   "range": [float(knots_y[0]), float(knots_y[-1])]}
+    return Directions.from_method(fit["vector"].unsqueeze(0), None, generator=generator, method="regression",
+                                  options=options, space="z", seed=seed,
+                                  calibration={"knots_x": fit["knots_x"], "knots_y": knots_y},
+                                  calibration_meta=calibration)
