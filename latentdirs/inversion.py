@@ -72,7 +72,6 @@ def invert_trajectories(generator, z0: torch.Tensor, transform: str, amounts: Se
         raise invalid("inversion options", (iterations, lr, batch_size), "iterations ≥ 1, lr > 0, batch_size ≥ 2")
     apply = get_transform(transform).apply
     sigma = 3.0 * generator.resolution / 128 if sigma is None else sigma
-    radius = math.sqrt(z0.shape[1])
     z0 = z0.to(generator.device)
     rows = torch.cat([z0, z0])                       # both signs
     signs = torch.cat([torch.ones(len(z0)), -torch.ones(len(z0))]).to(generator.device)
@@ -89,19 +88,10 @@ def invert_trajectories(generator, z0: torch.Tensor, transform: str, amounts: Se
             with torch.no_grad():
                 target, mask = apply(originals[part], signs[part] * amount)
                 target = gaussian_blur(target, sigma)
-            z = current[part].clone().requires_grad_(True)
-            optimiser = torch.optim.Adam([z], lr=lr)  # a fresh optimiser for every amount
-            for _ in range(iterations):
-                per_sample = _masked_error(gaussian_blur(generator.synthesize(z, classes=class_id), sigma), target, mask)
-                optimiser.zero_grad()
-                per_sample.sum().backward()
-                optimiser.step()
-                with torch.no_grad():  # stay in the ball where the prior's mass is
-                    norms = z.norm(dim=1, keepdim=True)
-                    z.mul_(torch.clamp(radius / norms, max=1.0))
-            with torch.no_grad():
-                current[part] = z.detach()
-                errors.append(_masked_error(gaussian_blur(generator.synthesize(z, classes=class_id), sigma), target, mask))
+            z, error = invert_images(generator, target, mask, current[part], iterations=iterations, lr=lr,
+                                     sigma=sigma, class_id=class_id, blurred_target=True)
+            current[part] = z
+            errors.append(error)
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -112,6 +102,30 @@ def invert_trajectories(generator, z0: torch.Tensor, transform: str, amounts: Se
     starts = rows.repeat(len(amounts), 1)
     keep = error <= torch.quantile(error, 1 - drop_worst) if drop_worst > 0 else torch.ones_like(error, dtype=torch.bool)
     return TrajectoryData(starts[keep].cpu(), zt[keep].cpu(), delta[keep].cpu(), error[keep].cpu(), transform)
+
+
+def invert_images(generator, targets: torch.Tensor, masks: torch.Tensor, init: torch.Tensor, *, iterations: int = 50,
+                  lr: float = 0.01, sigma: float | None = None, class_id: int | None = None,
+                  blurred_target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents ``[N, D]`` whose images match ``targets`` ``[N, C, H, W]`` on ``masks`` ``[N, 1, H, W]``.
+
+    Adam (fresh) from ``init`` on the blurred masked MSE, ‖z‖ kept ≤ √D. Returns (latents, final error [N]).
+    """
+    sigma = 3.0 * generator.resolution / 128 if sigma is None else sigma
+    target = targets if blurred_target else gaussian_blur(targets, sigma)
+    radius = math.sqrt(init.shape[1])
+    z = init.detach().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([z], lr=lr)
+    for _ in range(iterations):
+        per_sample = _masked_error(gaussian_blur(generator.synthesize(z, classes=class_id), sigma), target, masks)
+        optimiser.zero_grad()
+        per_sample.sum().backward()
+        optimiser.step()
+        with torch.no_grad():  # stay in the ball where the prior's mass is
+            z.mul_(torch.clamp(radius / z.norm(dim=1, keepdim=True), max=1.0))
+    with torch.no_grad():
+        error = _masked_error(gaussian_blur(generator.synthesize(z, classes=class_id), sigma), target, masks)
+    return z.detach(), error
 
 
 def _masked_error(generated: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -78,8 +78,6 @@ def measure_calibration(generator, directions, *, seeds: list[int], amounts: lis
     if not calibration:
         raise invalid("directions", directions.method_name, "a calibrated direction file (e.g. from -m regression)")
     transform = calibration["transform"]
-    requested, achieved = [], []
-    sources = None
     with torch.no_grad():
         sources = torch.cat([batch.images for batch in traverse(
             generator, directions, seeds=seeds, indices=[0], alphas=[0.0], batch_size=batch_size)])
