@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -77,12 +78,14 @@ def test_shift_direction_aligns_and_edits_are_calibrated(calibrated):
     latents = synthetic.sample(20, seed=99)
     errors = []
     for amount in (-0.2, -0.1, 0.0, 0.1, 0.2):
-        alphas = calibrated_steps(latents, directions.vectors[0], directions.calibration["knots_x"],
-                                  directions.calibration["knots_y"], torch.full((20,), amount), clamp=True)
+        with warnings.catch_warnings():  # seeds near the edge are clamped to their range, on purpose
+            warnings.simplefilter("ignore")
+            alphas = calibrated_steps(latents, directions.vectors[0], directions.calibration["knots_x"],
+                                      directions.calibration["knots_y"], torch.full((20,), amount), clamp=True)
         moved = synthetic.factor_properties(latents + alphas.unsqueeze(1) * directions.vectors[0])["x"]
         achieved_px = (moved - synthetic.factor_properties(latents)["x"]) * 64
         errors.append((achieved_px - amount * 64).abs().mean())
-    assert torch.stack(errors).mean() < 1.0, errors  # measured 0.68 px mean over ±20 % of the width
+    assert torch.stack(errors).mean() < 1.0, errors  # measured 0.61 px mean over ±20 % of the width
 
 
 def test_calibrated_steps_invert_a_known_map():

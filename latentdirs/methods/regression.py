@@ -5,7 +5,9 @@ variations", ICLR 2020 (arXiv 2001.10238). Reference code: the authors' TensorFl
 
 1. Trajectory data (:mod:`latentdirs.inversion`): for ``samples`` latents z0 (norm ≤ √d) and both
    signs, invert ``T(G(z0), ±t)`` for each amount t, warm-started, blurred masked MSE, worst decile
-   dropped.
+   dropped. By default the amount each inversion *achieved* (registration, :mod:`latentdirs.measure`)
+   replaces the requested t: a generator that cannot render the transform then gets a narrow
+   calibrated range, and larger requests are refused instead of silently missed.
 2. Regression (:func:`latentdirs.calibration.fit_monotone`): a direction v and a monotone piecewise-
    linear g with ``δt = g(⟨v, zT⟩) − g(⟨v, z0⟩)``, an L2 term on v, a smoothness term on g's slopes;
    validation error on a held-out fifth.
@@ -37,7 +39,8 @@ from latentdirs.transforms import get_transform
 
 def regression(generator, *, transform: str = "shift-x", samples: int = 32, amounts: str | Sequence[float] | None = None,
                iterations: int = 50, lr: float = 0.01, sigma: float | None = None, batch_size: int = 16,
-               epochs: int = 100, class_id: int | str | None = None, dataset: str | Path | None = None,
+               epochs: int = 100, class_id: int | str | None = None, target: str = "measured",
+               dataset: str | Path | None = None,
                save_dataset: str | Path | None = None, seed: int = 0,
                progress: Callable[[int, int, float], None] | None = None) -> Directions:
     """Discover one calibrated direction for ``transform`` (``shift-x``, ``shift-y``, ``zoom``, …).
@@ -47,6 +50,9 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
         amounts: increasing positive amounts (default: the transform's, 0.1 … 0.5).
         iterations, lr, sigma, batch_size: the inversion (Adam steps per amount, blur σ in pixels).
         epochs: the regression's passes over the triplets.
+        target: what the regression fits — ``"measured"`` (default): the amount each inversion actually
+            achieved, found by registration of G(zT) against G(z0); ``"requested"``: the amount asked
+            for (the reference's choice, which credits failed inversions with shifts that never happened).
         dataset / save_dataset: reuse or keep the trajectory data (safetensors).
         progress: ``progress(done, total, 0.0)`` during the inversion.
     """
@@ -68,16 +74,20 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
                                    class_id=cls, batch_size=batch_size, progress=report)
         if save_dataset is not None:
             data.save(save_dataset)
+    if target not in ("measured", "requested"):
+        raise invalid("target", target, "'measured' or 'requested'")
+    deltas = _achieved(generator, data, cls, max(abs(a) for a in steps)) if target == "measured" else data.delta
     displacement = data.zt - data.z0
-    per_unit = (displacement * data.delta.unsqueeze(1)).sum(0) / data.delta.square().sum()  # Δz per unit δ
+    per_unit = (displacement * deltas.unsqueeze(1)).sum(0) / deltas.square().sum()  # Δz per unit δ
     init = 2 * per_unit / per_unit.norm()  # ⟨v, z⟩ then has std ≈ 2 under the prior: spread over g's knots
     moved = displacement @ init
-    slope = float((data.delta * moved).sum() / moved.square().sum())  # g starts as the best straight line
-    fit = fit_monotone(data.z0, data.zt, data.delta, dim=data.z0.shape[1], epochs=epochs, seed=seed, init=init,
+    slope = float((deltas * moved).sum() / moved.square().sum())  # g starts as the best straight line
+    fit = fit_monotone(data.z0, data.zt, deltas, dim=data.z0.shape[1], epochs=epochs, seed=seed, init=init,
                        slope=slope)
     knots_y = fit["knots_y"] - fit["knots_y"][len(fit["knots_y"]) // 2]  # g(0) = 0: amounts relative to the origin
     options = {"transform": transform, "samples": samples, "amounts": steps, "iterations": iterations, "lr": lr,
-               "sigma": sigma, "batch_size": batch_size, "epochs": epochs, "class_id": cls,
+               "sigma": sigma, "batch_size": batch_size, "epochs": epochs, "class_id": cls, "target": target,
+               "achieved_per_requested": float((deltas * data.delta).sum() / data.delta.square().sum()),
                "dataset": None if dataset is None else str(dataset), "triplets": int(data.delta.numel()),
                "train_mse": fit["train_mse"], "validation_mse": fit["validation_mse"],
                "inversion_error_median": float(data.error.median())}
@@ -87,3 +97,18 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
                                   options=options, space="z", seed=seed,
                                   calibration={"knots_x": fit["knots_x"], "knots_y": knots_y},
                                   calibration_meta=calibration)
+
+
+def _achieved(generator, data: TrajectoryData, cls: int | None, largest: float, chunk: int = 16) -> torch.Tensor:
+    """The amount each inversion achieved: registration of G(zT) against G(z0), ``[M]``."""
+    from latentdirs.measure import measure_amounts
+
+    span = 1.5 * largest
+    found = []
+    with torch.no_grad():
+        for start in range(0, data.delta.numel(), chunk):
+            part = slice(start, start + chunk)
+            sources = generator.synthesize(data.z0[part].to(generator.device), classes=cls)
+            edited = generator.synthesize(data.zt[part].to(generator.device), classes=cls)
+            found.append(measure_amounts(sources, edited, data.transform, low=-span, high=span, steps=31).cpu())
+    return torch.cat(found)

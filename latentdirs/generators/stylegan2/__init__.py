@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from latentdirs.errors import invalid
+from latentdirs.errors import WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
 from latentdirs.generators.stylegan2.network import NOISE_MODES, StyleGAN2Config, StyleGAN2Generator
@@ -41,12 +41,19 @@ class StyleGAN2Adapter(GeneratorAdapter):
         state = dict(state)
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise invalid("generator", spec, "a complete StyleGAN2 generator",
-                          f"missing {missing[:4]}, unexpected {unexpected[:4]}")
+        wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
+                 if k in state and state[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            raise WeightsMismatchError(
+                f"generator: {spec} is not a consistent StyleGAN2 generator: missing {missing[:4]}, "
+                f"unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}")
         network.load_state_dict(state, strict=True)
         self.config = config
         self.source_format = source_format
+        if truncation_cutoff is not None and not (isinstance(truncation_cutoff, int)
+                                                  and 0 <= truncation_cutoff <= config.num_ws):
+            raise invalid("truncation_cutoff", truncation_cutoff,
+                          f"None (truncate every w) or an integer 0-{config.num_ws}: how many leading W+ rows ψ shrinks")
         self.noise_mode = noise_mode
         self.truncation_cutoff = truncation_cutoff
         spaces = [LatentSpace("z", config.z_dim), LatentSpace("w", config.w_dim),
@@ -67,7 +74,8 @@ class StyleGAN2Adapter(GeneratorAdapter):
     def describe(self) -> dict[str, Any]:
         described = super().describe()
         described.update(source_format=self.source_format, noise_mode=self.noise_mode,
-                         architecture=self.config.architecture, conv_clamp=self.config.conv_clamp)
+                         truncation_cutoff=self.truncation_cutoff, architecture=self.config.architecture,
+                         conv_clamp=self.config.conv_clamp)
         return described
 
     # ------------------------------------------------------------------ spaces

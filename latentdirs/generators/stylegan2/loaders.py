@@ -3,7 +3,7 @@
 Formats, recognised by content, not extension:
 
 * NVlabs network pickles (stylegan2-ada-pytorch and the stylegan3 repository's StyleGAN2): ``G_ema``;
-* old TensorFlow StyleGAN2 pickles ``(G, D, Gs)``, unconditional: ``Gs``;
+* old TensorFlow StyleGAN2 / StyleGAN2-ADA pickles ``(G, D, Gs)``: ``Gs`` (as NVlabs' legacy.py maps it);
 * rosinality ``.pt`` checkpoints (torch.save zip or legacy files): ``g_ema`` plus ``latent_avg``, or
   training checkpoints with ``g``, ``d``, ``args`` (``args`` is an argparse.Namespace, allowed explicitly).
 
@@ -17,7 +17,7 @@ import argparse
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -99,6 +99,7 @@ def _from_nvlabs(g_ema: PersistentRecord) -> tuple[StyleGAN2Config, dict[str, to
     for key in [k for k in state if k.endswith("resample_filter")]:
         if not torch.allclose(state.pop(key), standard):  # this implementation hard-wires the default filter
             raise NotSupportedError(f"generator: {key} is not the default [1, 3, 3, 1] filter; not supported")
+    _require_default_activations(g_ema)
     b4 = _child(g_ema, "synthesis", "b4")
     conv = _child(g_ema, "synthesis", "b4", "conv1")
     fc0 = _child(g_ema, "mapping", "fc0")
@@ -112,12 +113,30 @@ def _from_nvlabs(g_ema: PersistentRecord) -> tuple[StyleGAN2Config, dict[str, to
     return config, state, "nvlabs-pickle"
 
 
+def _records(record: PersistentRecord, prefix: str = "") -> Iterator[tuple[str, PersistentRecord]]:
+    """(dotted name, record) of ``record``'s persistent sub-modules, depth first (``record`` itself first)."""
+    yield prefix.rstrip("."), record
+    for name, child in (record.state.get("_modules") or {}).items():
+        if isinstance(child, PersistentRecord):
+            yield from _records(child, f"{prefix}{name}.")
+
+
+def _require_default_activations(g_ema: PersistentRecord) -> None:
+    """Mapping layers and synthesis convolutions must use leaky ReLU (the only activation implemented here)."""
+    for name, layer in _records(g_ema):
+        activation = layer.state.get("activation", "lrelu")
+        if re.fullmatch(r"mapping\.fc\d+|synthesis\.b\d+\.conv[01]", name) and activation != "lrelu":
+            raise NotSupportedError(f"generator: {name} uses activation {activation!r}; only StyleGAN2's "
+                                    "default 'lrelu' is supported")
+
+
 # ---------------------------------------------------------------------- shapes → config
 def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, conv_clamp: float | None,
                         mapping_lr: float) -> StyleGAN2Config:
     try:
         mapping_layers = len({int(m.group(1)) for k in state if (m := re.match(r"mapping\.fc(\d+)\.weight$", k))})
-        w_dim = state["mapping.w_avg"].shape[0]
+        w_dim = state[f"mapping.fc{mapping_layers - 1}.weight"].shape[0]
+        hidden = state["mapping.fc0.weight"].shape[0] if mapping_layers > 1 else w_dim
         first_in = state["mapping.fc0.weight"].shape[1]
         c_dim = state["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in state else 0
         embed = state["mapping.embed.weight"].shape[0] if c_dim else 0
@@ -134,7 +153,8 @@ def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, co
     return StyleGAN2Config(z_dim=first_in - embed, w_dim=w_dim, c_dim=c_dim, img_resolution=img_resolution,
                            img_channels=img_channels, channels=channels, mapping_layers=mapping_layers,
                            architecture=architecture, conv_clamp=conv_clamp, mapping_lr=mapping_lr,
-                           embed_features=embed or None)
+                           embed_features=embed or None, mapping_features=hidden,
+                           use_noise="synthesis.b4.conv1.noise_strength" in state)
 
 
 # ---------------------------------------------------------------------- rosinality
@@ -219,8 +239,24 @@ def place_rosinality_noise(state: dict[str, torch.Tensor]) -> None:
 
 
 # ---------------------------------------------------------------------- TensorFlow
+#: TensorFlow keyword arguments whose non-default values this implementation cannot reproduce
+_TF_DEFAULTS = {"resample_kernel": [1, 3, 3, 1], "nonlinearity": "lrelu", "mapping_nonlinearity": "lrelu"}
+
+
 def _tf_variables(record: TFNetworkRecord) -> dict[str, np.ndarray]:
     return {str(name): np.asarray(value) for name, value in record.state.get("variables", [])}
+
+
+def _tf_kwargs(gs: TFNetworkRecord, synthesis: TFNetworkRecord) -> dict[str, Any]:
+    """Gs's keyword arguments (what NVlabs' legacy.py reads), the synthesis component's as a fallback."""
+    kwargs = dict(synthesis.state.get("static_kwargs") or {})
+    kwargs.update(gs.state.get("static_kwargs") or {})
+    for name, default in _TF_DEFAULTS.items():
+        value = kwargs.get(name)
+        if value is not None and not np.array_equal(np.ravel(value), np.ravel(default)):
+            raise NotSupportedError(f"generator: the TensorFlow pickle sets {name}={value!r}; only the default "
+                                    f"{default!r} is supported")
+    return kwargs
 
 
 def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
@@ -228,10 +264,18 @@ def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, to
     mapping, synthesis = components.get("mapping"), components.get("synthesis")
     if not isinstance(mapping, TFNetworkRecord) or not isinstance(synthesis, TFNetworkRecord):
         raise WeightsMismatchError("generator: TensorFlow Gs without mapping/synthesis components")
+    if int(gs.state.get("version", 0)) < 4:
+        raise NotSupportedError(f"generator: TensorFlow network pickle version {gs.state.get('version')!r}; "
+                                "StyleGAN2 pickles (version 4 or later) are supported, StyleGAN1 ones are not")
+    kwargs = _tf_kwargs(gs, synthesis)
     own, mvars, svars = _tf_variables(gs), _tf_variables(mapping), _tf_variables(synthesis)
     if any(name.startswith("LabelConcat") for name in mvars):
-        raise NotSupportedError("generator: conditional TensorFlow StyleGAN2 pickles are not supported yet; "
-                                "convert them with NVlabs' legacy.py, or use an unconditional one")
+        raise NotSupportedError("generator: conditional pickles of the original TensorFlow StyleGAN2 (LabelConcat) "
+                                "are not supported (NVlabs' legacy.py cannot convert them either); conditional "
+                                "StyleGAN2-ADA TensorFlow pickles (LabelEmbed) are")
+    if any(name.startswith("ToRGB_lod") for name in svars):
+        raise NotSupportedError("generator: a TensorFlow StyleGAN2 with the 'orig' architecture (configs A-D); "
+                                "only configs E/F (skip, resnet) are supported")
     if "4x4/Const/const" not in svars:
         raise WeightsMismatchError("generator: the TensorFlow pickle is not a StyleGAN2 generator "
                                    "(no synthesis 4x4/Const/const)")
@@ -239,10 +283,15 @@ def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, to
     def tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
+    def conv_weight(array: np.ndarray, *, flip: bool = False) -> torch.Tensor:
+        # TF [k, k, in, out] → [out, in, k, k]; NVlabs flips the kernels of TF's up-sampling convs
+        return tensor((array[::-1, ::-1] if flip else array).transpose(3, 2, 0, 1))
+
     state: dict[str, torch.Tensor] = {"mapping.w_avg": tensor(own["dlatent_avg"])}
     for name, value in mvars.items():
-        if m := re.match(r"Dense(\d+)/(weight|bias)$", name):
-            state[f"mapping.fc{m.group(1)}.{m.group(2)}"] = tensor(value.T if m.group(2) == "weight" else value)
+        if m := re.match(r"(Dense(\d+)|LabelEmbed)/(weight|bias)$", name):
+            layer = f"fc{m.group(2)}" if m.group(2) is not None else "embed"
+            state[f"mapping.{layer}.{m.group(3)}"] = tensor(value.T if m.group(3) == "weight" else value)
     state["synthesis.b4.const"] = tensor(svars["4x4/Const/const"][0])
     noise_index = 0
     resolution = 4
@@ -250,29 +299,28 @@ def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, to
         tf_layers = [("Conv", "conv1")] if resolution == 4 else [("Conv0_up", "conv0"), ("Conv1", "conv1")]
         for tf_name, name in tf_layers:
             prefix, scope = f"synthesis.b{resolution}.{name}", f"{resolution}x{resolution}/{tf_name}"
-            weight = svars[f"{scope}/weight"]
-            if tf_name == "Conv0_up":
-                weight = weight[::-1, ::-1]
-            state[f"{prefix}.weight"] = tensor(weight.transpose(3, 2, 0, 1))
+            state[f"{prefix}.weight"] = conv_weight(svars[f"{scope}/weight"], flip=tf_name == "Conv0_up")
             state[f"{prefix}.affine.weight"] = tensor(svars[f"{scope}/mod_weight"].T)
             state[f"{prefix}.affine.bias"] = tensor(svars[f"{scope}/mod_bias"] + 1)
-            state[f"{prefix}.noise_strength"] = tensor(svars[f"{scope}/noise_strength"]).reshape(())
             state[f"{prefix}.bias"] = tensor(svars[f"{scope}/bias"])
-            state[f"{prefix}.noise_const"] = tensor(svars[f"noise{noise_index}"][0, 0])
+            if f"{scope}/noise_strength" in svars:  # absent when trained with use_noise=False
+                state[f"{prefix}.noise_strength"] = tensor(svars[f"{scope}/noise_strength"]).reshape(())
+                state[f"{prefix}.noise_const"] = tensor(svars[f"noise{noise_index}"][0, 0])
             noise_index += 1
         scope, prefix = f"{resolution}x{resolution}/ToRGB", f"synthesis.b{resolution}.torgb"
         if f"{scope}/weight" in svars:  # every block in skip nets, the last only in resnet nets
-            state[f"{prefix}.weight"] = tensor(svars[f"{scope}/weight"].transpose(3, 2, 0, 1))
+            state[f"{prefix}.weight"] = conv_weight(svars[f"{scope}/weight"])
             state[f"{prefix}.affine.weight"] = tensor(svars[f"{scope}/mod_weight"].T)
             state[f"{prefix}.affine.bias"] = tensor(svars[f"{scope}/mod_bias"] + 1)
             state[f"{prefix}.bias"] = tensor(svars[f"{scope}/bias"])
         if f"{resolution}x{resolution}/Skip/weight" in svars:
-            skip = svars[f"{resolution}x{resolution}/Skip/weight"][::-1, ::-1]
-            state[f"synthesis.b{resolution}.skip.weight"] = tensor(skip.transpose(3, 2, 0, 1))
+            state[f"synthesis.b{resolution}.skip.weight"] = conv_weight(svars[f"{resolution}x{resolution}/Skip/weight"],
+                                                                        flip=True)
         resolution *= 2
-    kwargs = synthesis.state.get("static_kwargs") or {}
-    architecture = str(kwargs.get("architecture", "skip"))
-    config = _config_from_shapes(state, architecture=architecture, conv_clamp=None, mapping_lr=0.01)
+    clamp = kwargs.get("conv_clamp")
+    config = _config_from_shapes(state, architecture=str(kwargs.get("architecture") or "skip"),
+                                 conv_clamp=None if clamp is None else float(clamp),
+                                 mapping_lr=float(kwargs.get("mapping_lrmul") or 0.01))
     return config, state, "tensorflow-pickle"
 
 

@@ -6,7 +6,7 @@ towards ``w_avg`` with an optional cutoff, and synthesis blocks of modulated, de
 convolutions (the up-sampling one as a stride-2 transposed convolution followed by the [1, 3, 3, 1]
 FIR filter), noise, bias, leaky ReLU × √2 and clamping, with skip or resnet architecture.
 
-Every FIR filter runs as one depthwise convolution, never a Python loop over pixels.
+Every FIR filter runs as one depthwise (transposed) convolution, never a Python loop over pixels.
 
 Shapes: ``z [N, z_dim]``, ``c [N, c_dim]`` one-hot, ``ws [N, num_ws, w_dim]``, images
 ``[N, img_channels, R, R]`` in about [-1, 1].
@@ -15,7 +15,7 @@ Shapes: ``z [N, z_dim]``, ``c [N, c_dim]`` one-hot, ``ws [N, num_ws, w_dim]``, i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +40,9 @@ class StyleGAN2Config:
     conv_clamp: float | None = None
     mapping_lr: float = 0.01
     embed_features: int | None = None       # class-embedding width (defaults to w_dim)
+    mapping_features: int | None = None     # width of the hidden mapping layers (defaults to w_dim)
+    use_noise: bool = True                  # False: the synthesis layers have no noise inputs at all
     w_avg_beta: float | None = None         # kept for description only (never updated here)
-    extra: dict = field(default_factory=dict)
 
     @property
     def resolutions(self) -> list[int]:
@@ -66,11 +67,13 @@ def fir(x: torch.Tensor, padding: tuple[int, int, int, int], gain: float) -> tor
 
 
 def upsample2d(x: torch.Tensor) -> torch.Tensor:
-    """NVlabs ``upfirdn2d.upsample2d`` with the default filter: zero-insertion ×2, pad (2, 1), FIR × 4."""
-    n, c, h, w = x.shape
-    up = x.new_zeros(n, c, h, 2, w, 2)
-    up[:, :, :, 0, :, 0] = x
-    return fir(up.reshape(n, c, 2 * h, 2 * w), (2, 1, 2, 1), gain=4.0)
+    """NVlabs ``upfirdn2d.upsample2d`` with the default filter: zero-insertion ×2, pad (2, 1), FIR × 4.
+
+    Computed as one depthwise stride-2 transposed convolution (the filter is symmetric, and cropping 1
+    pixel on each side of its ``2H + 2`` output gives the same alignment), so the zeros are never made.
+    """
+    return F.conv_transpose2d(x, _fir_kernel(x.shape[1], 4.0, x.device).to(x.dtype), stride=2, padding=1,
+                              groups=x.shape[1])
 
 
 def bias_act(x: torch.Tensor, bias: torch.Tensor | None, *, lrelu: bool, gain: float = 1.0,
@@ -117,7 +120,9 @@ class MappingNetwork(nn.Module):
         embed = config.embed_features or config.w_dim
         if config.c_dim:
             self.embed = FullyConnected(config.c_dim, embed)
-        widths = [config.z_dim + (embed if config.c_dim else 0)] + [config.w_dim] * config.mapping_layers
+        hidden = config.mapping_features or config.w_dim
+        widths = ([config.z_dim + (embed if config.c_dim else 0)] + [hidden] * (config.mapping_layers - 1)
+                  + [config.w_dim])
         for i in range(config.mapping_layers):
             setattr(self, f"fc{i}", FullyConnected(widths[i], widths[i + 1], lrelu=True,
                                                    lr_multiplier=config.mapping_lr))
@@ -155,7 +160,8 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
     else:
         x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
     if demodulate:
-        coefficients = ((weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        # Σ_{i,k} (w_oik s_i)² = Σ_i s_i² Σ_k w_oik²: one [N, I] × [I, O] product, no per-sample weights
+        coefficients = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()
         x = x * coefficients.reshape(n, -1, 1, 1)
     return x
 
@@ -164,22 +170,24 @@ class SynthesisLayer(nn.Module):
     """Modulated 3×3 conv (optionally up-sampling) + noise + bias + leaky ReLU (+ clamp)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, *, up: bool,
-                 conv_clamp: float | None) -> None:
+                 conv_clamp: float | None, use_noise: bool = True) -> None:
         super().__init__()
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.noise_strength = nn.Parameter(torch.zeros([]))
-        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.use_noise = use_noise
+        if use_noise:
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+            self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.up = up
         self.conv_clamp = conv_clamp
         self.resolution = resolution
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str, gain: float = 1.0) -> torch.Tensor:
         x = modulated_conv(x, self.weight, self.affine(w), demodulate=True, up=self.up)
-        if noise_mode == "const":
+        if self.use_noise and noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
-        elif noise_mode == "random":
+        elif self.use_noise and noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, lrelu=True, gain=gain, clamp=clamp)
@@ -229,11 +237,11 @@ class SynthesisBlock(nn.Module):
         else:
             in_channels = config.channels[resolution // 2]
             self.conv0 = SynthesisLayer(in_channels, out_channels, config.w_dim, resolution, up=True,
-                                        conv_clamp=config.conv_clamp)
+                                        conv_clamp=config.conv_clamp, use_noise=config.use_noise)
             if config.architecture == "resnet":
                 self.skip = SkipConv(in_channels, out_channels)
         self.conv1 = SynthesisLayer(out_channels, out_channels, config.w_dim, resolution, up=False,
-                                    conv_clamp=config.conv_clamp)
+                                    conv_clamp=config.conv_clamp, use_noise=config.use_noise)
         self.has_torgb = self.last or config.architecture == "skip"
         if self.has_torgb:
             self.torgb = ToRGB(out_channels, config.img_channels, config.w_dim, config.conv_clamp)
