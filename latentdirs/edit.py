@@ -99,6 +99,8 @@ def traverse(generator, directions: Directions, *, seeds: Sequence[int], indices
         raise invalid("amounts", list(amounts), "alphas only: this direction file is not calibrated",
                       "Use --alphas, or a file from a calibrated method such as -m regression")
     calibrated = amounts is not None
+    if calibrated and len(directions) != 1:
+        raise invalid("amounts", list(amounts), "a calibrated file with one direction (its calibration is per file)")
     values = list(amounts if calibrated else alphas)  # type: ignore[arg-type]
     for index in indices:
         directions.check_index(index)
