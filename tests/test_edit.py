@@ -74,3 +74,15 @@ def test_traverse_refuses_bad_requests(synthetic, synthetic_sefa, eyes):
         eyes.resolve_class("purple")
     with pytest.raises(OutOfRangeError, match="class: got 8; allowed: ids 0-7"):
         eyes.resolve_class(8)
+
+
+def test_render_pages_grids_and_keeps_every_strip(synthetic, synthetic_sefa, tmp_path):
+    from latentdirs.render import render_edits
+
+    manifest = render_edits(synthetic, synthetic_sefa, out_dir=tmp_path, seeds=[0, 1, 2], indices=[1, 3],
+                            alphas=[-1.0, 1.0], max_rows=2, batch_size=3)
+    grids = [r["file"] for r in manifest["images"] if r["kind"] == "grid"]
+    assert grids == ["grid_d001_p0.png", "grid_d001_p1.png", "grid_d003_p0.png", "grid_d003_p1.png"]
+    assert [len(r["rows"]) for r in manifest["images"] if r["kind"] == "grid"] == [2, 1, 2, 1]
+    strips = sorted(p.name for p in (tmp_path / "strips").iterdir())
+    assert strips == [f"d{d:03d}_seed{s}.png" for d in (1, 3) for s in (0, 1, 2)]
