@@ -27,19 +27,21 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
               help="Further method option; repeatable. Values are read as JSON when they parse.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted learned run from its checkpoint (--opt checkpoint=FILE).")
+@click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
+              help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:); repeatable.")
 @click.option("--device", type=DEVICE, default="auto", help="Where to run.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Direction file to write (.safetensors).")
 def discover_command(generator_spec: str, method: str, num_directions: int | None, layers: list[int] | None,
                      space: str | None, seed: int | None, options: tuple[tuple[str, Any], ...], resume: bool,
-                     device: str, out: Path) -> None:
+                     generator_options: tuple[tuple[str, Any], ...], device: str, out: Path) -> None:
     """Discover directions in GENERATOR's latent space and write them to a direction file.
 
     \b
     Examples:
       latentdirs discover dcgan-faces -m sefa -k 10 -o faces.safetensors
       latentdirs discover dcgan-eyes -m sefa -o eyes.safetensors
-      latentdirs discover module:mypkg.nets:make_g --opt first_layer=fc -o mine.safetensors
+      latentdirs discover module:mypkg.nets:make_g --gen-opt first_layer=fc -o mine.safetensors
       latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt -o oj.safetensors
       latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt --resume -o oj.safetensors
     """
@@ -56,7 +58,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
                        ("resume", resume or None)):
         if value is not None:
             chosen[key] = value
-    generator = load_generator(generator_spec, device=device)
+    generator = load_generator(generator_spec, device=device, **dict(generator_options))
     takes_progress = "progress" in accepted_options(get_method(method))
     started = time.perf_counter()
     with tqdm(desc=method, unit="step", disable=None if takes_progress else True, file=sys.stderr) as bar:

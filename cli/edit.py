@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from latentdirs.cli.params import ALPHA_SPEC, DEVICE, INDEX_SPEC
+from latentdirs.cli.params import ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTION
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
@@ -31,13 +33,17 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
               help="Also write an animation sweeping the strength (--animate = gif).")
 @click.option("--no-strips", is_flag=True, help="Skip the per-seed strips.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, help="Images rendered per forward pass.")
+@click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
+              help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:); repeatable.")
 @click.option("--device", type=DEVICE, default="auto", help="Where to render.")
 @click.option("--allow-other-generator", is_flag=True,
               help="Use the directions even if the generator's weights differ from the file's.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[int], indices: list[int] | None,
-                 alphas: list[float] | None, amounts: list[float] | None, clamp_amounts: bool, classes: tuple[str, ...], truncation: float | None, animate: str | None,
-                 no_strips: bool, batch_size: int, device: str, allow_other_generator: bool, out: Path) -> None:
+                 alphas: list[float] | None, amounts: list[float] | None, clamp_amounts: bool,
+                 classes: tuple[str, ...], truncation: float | None, animate: str | None,
+                 no_strips: bool, batch_size: int, generator_options: tuple[tuple[str, Any], ...], device: str,
+                 allow_other_generator: bool, out: Path) -> None:
     """Render what the directions in DIRECTIONS do: one grid per direction (rows = seeds,
     columns = strengths), per-seed strips, optional animations, and manifest.json.
 
@@ -63,7 +69,7 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
     spec = generator_spec or (header.get("generator") or {}).get("spec")
     if not spec:
         raise click.UsageError("the direction file names no generator; pass -g/--generator")
-    generator = load_generator(spec, device=device)
+    generator = load_generator(spec, device=device, **dict(generator_options))
     directions = Directions.load(directions_path, generator=generator, strict=not allow_other_generator)
     if indices is None:
         indices = list(range(min(5, len(directions))))
@@ -77,7 +83,7 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
                                 classes=class_list, truncation=truncation, batch_size=batch_size,
                                 strips=not no_strips, animate=animate, directions_path=str(directions_path),
                                 command=_command_line(directions_path, spec, seeds, indices, alphas, amounts,
-                                                      class_list, truncation, batch_size, out),
+                                                      class_list, truncation, batch_size, out, generator_options),
                                 progress=bar.update, amounts=amounts, clamp_amounts=clamp_amounts)
     grids = sum(1 for r in manifest["images"] if r["kind"] == "grid")
     click.echo(f"wrote {total} images into {len(manifest['images'])} files ({grids} grids) and manifest.json in {out}")
@@ -85,7 +91,7 @@ def edit_command(directions_path: Path, generator_spec: str | None, seeds: list[
 
 def _command_line(path: Path, spec: str, seeds: list[int], indices: list[int], alphas: list[float] | None,
                   amounts: list[float] | None, classes: list[str] | None, truncation: float | None,
-                  batch_size: int, out: Path) -> str:
+                  batch_size: int, out: Path, generator_options: tuple[tuple[str, Any], ...] = ()) -> str:
     """The explicit command that renders the same images (recorded in manifest.json)."""
     option, values = ("--amounts", amounts) if amounts is not None else ("--alphas", alphas or [])
     words = ["latentdirs", "edit", str(path), "-g", spec, "--seeds", ",".join(map(str, seeds)),
@@ -95,4 +101,6 @@ def _command_line(path: Path, spec: str, seeds: list[int], indices: list[int], a
         words += ["--class", str(name)]
     if truncation is not None:
         words += ["--truncation", f"{truncation:g}"]
+    for key, value in generator_options:
+        words += ["--gen-opt", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     return shlex.join(words)

@@ -101,3 +101,18 @@ def test_import_is_light():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", "the library must not import click, scipy, PIL or the CLI at import time"
+
+
+def test_cli_passes_generator_options(cli_runner, tmp_path):
+    from tests.conftest import invoke
+
+    out = tmp_path / "mine.safetensors"
+    spec = "module:tests.linear_generator:make"
+    refused = invoke(cli_runner, "discover", spec, "-o", out)
+    assert refused.exit_code == 1 and "first_layer" in refused.output
+    result = invoke(cli_runner, "discover", spec, "--gen-opt", "first_layer=fc", "-k", "3", "-o", out)
+    assert result.exit_code == 0, result.output
+    result = invoke(cli_runner, "edit", out, "--gen-opt", "first_layer=fc", "--seeds", "0", "--alphas", "1",
+                    "-o", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    assert "--gen-opt first_layer=fc" in (tmp_path / "e" / "manifest.json").read_text()

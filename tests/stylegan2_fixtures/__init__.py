@@ -5,7 +5,8 @@
   _modules, plain attributes, ``_init_kwargs`` as ``dnnlib.util.EasyDict``). The module_src written
   here would raise if anything executed it.
 * TensorFlow pickle: ``(G, D, Gs)`` of ``dnnlib.tflib.network.Network`` objects with TF variable names
-  and layouts (transposed, Conv0_up flipped, ``mod_bias`` without the +1, ``noise{k}``).
+  and layouts (transposed, Conv0_up flipped, ``mod_bias`` without the +1, ``noise{k}``, ``LabelEmbed``
+  for conditional StyleGAN2-ADA nets) and the keyword arguments on ``Gs`` as NVlabs' legacy.py reads them.
 * rosinality: ``{"g_ema": state, "latent_avg": w_avg}`` (or a training checkpoint) with its key names.
 
 The fake ``torch_utils`` / ``dnnlib`` modules exist only while pickling.
@@ -66,7 +67,9 @@ def _fake_modules(**modules):
 
 
 # ---------------------------------------------------------------------- NVlabs
-def write_nvlabs_pickle(network: StyleGAN2Generator, path: Path, *, extra_state: dict | None = None) -> Path:
+def write_nvlabs_pickle(network: StyleGAN2Generator, path: Path, *, extra_state: dict | None = None,
+                        protocol: int = 4) -> Path:
+    """``protocol`` 2 stores bytes through ``_codecs.encode`` and sets as ``__builtin__.set`` (old pickles)."""
     persistence = types.ModuleType("torch_utils.persistence")
     util = types.ModuleType("dnnlib.util")
 
@@ -120,7 +123,8 @@ def write_nvlabs_pickle(network: StyleGAN2Generator, path: Path, *, extra_state:
             attributes = {"architecture": config.architecture, "resolution": module.resolution}
         elif kind == "MappingNetwork":
             attributes = {"z_dim": config.z_dim, "c_dim": config.c_dim, "w_dim": config.w_dim,
-                          "num_ws": config.num_ws, "num_layers": config.mapping_layers, "w_avg_beta": 0.995}
+                          "num_ws": config.num_ws, "num_layers": config.mapping_layers, "w_avg_beta": 0.995,
+                          "embed_features": config.embed_features, "layer_features": config.mapping_features}
         names = {"FullyConnected": "FullyConnectedLayer", "ToRGB": "ToRGBLayer", "SkipConv": "Conv2dLayer",
                  "StyleGAN2Generator": "Generator"}
         return record(module, names.get(kind, kind), attributes)
@@ -137,17 +141,19 @@ def write_nvlabs_pickle(network: StyleGAN2Generator, path: Path, *, extra_state:
     dnnlib = types.ModuleType("dnnlib")
     with _fake_modules(torch_utils=torch_utils, **{"torch_utils.persistence": persistence, "dnnlib": dnnlib,
                                                   "dnnlib.util": util}):
-        path.write_bytes(pickle.dumps(data, protocol=4))
+        path.write_bytes(pickle.dumps(data, protocol=protocol))
     return path
 
 
 # ---------------------------------------------------------------------- TensorFlow
-def write_tensorflow_pickle(network: StyleGAN2Generator, path: Path) -> Path:
+def write_tensorflow_pickle(network: StyleGAN2Generator, path: Path, *, kwargs: dict | None = None,
+                            version: int = 4) -> Path:
+    """``kwargs``: extra TF keyword arguments stored on Gs (e.g. ``resample_kernel`` to test a refusal)."""
     network_module = types.ModuleType("dnnlib.tflib.network")
 
     class Network:
         def __init__(self, name, variables, components=None, static_kwargs=None):
-            self.state = {"version": 4, "name": name, "static_kwargs": static_kwargs or {},
+            self.state = {"version": version, "name": name, "static_kwargs": static_kwargs or {},
                           "components": components or {}, "build_module_src": EXECUTION_TRAP,
                           "build_func_name": "G_main", "variables": variables}
 
@@ -160,6 +166,8 @@ def write_tensorflow_pickle(network: StyleGAN2Generator, path: Path) -> Path:
     config = network.config
     mapping = [(f"Dense{i}/{part}", state[f"mapping.fc{i}.{part}"].T if part == "weight" else state[f"mapping.fc{i}.{part}"])
                for i in range(config.mapping_layers) for part in ("weight", "bias")]
+    if config.c_dim:
+        mapping += [("LabelEmbed/weight", state["mapping.embed.weight"].T), ("LabelEmbed/bias", state["mapping.embed.bias"])]
     synthesis = [("4x4/Const/const", state["synthesis.b4.const"][None])]
     noise_index = 0
     for resolution in config.resolutions:
@@ -172,9 +180,10 @@ def write_tensorflow_pickle(network: StyleGAN2Generator, path: Path) -> Path:
             synthesis += [(f"{scope}/weight", np.ascontiguousarray(weight)),
                           (f"{scope}/mod_weight", state[f"{prefix}.affine.weight"].T),
                           (f"{scope}/mod_bias", state[f"{prefix}.affine.bias"] - 1),
-                          (f"{scope}/noise_strength", state[f"{prefix}.noise_strength"]),
-                          (f"{scope}/bias", state[f"{prefix}.bias"]),
-                          (f"noise{noise_index}", state[f"{prefix}.noise_const"][None, None])]
+                          (f"{scope}/bias", state[f"{prefix}.bias"])]
+            if config.use_noise:
+                synthesis += [(f"{scope}/noise_strength", state[f"{prefix}.noise_strength"]),
+                              (f"noise{noise_index}", state[f"{prefix}.noise_const"][None, None])]
             noise_index += 1
         prefix, scope = f"synthesis.b{resolution}.torgb", f"{resolution}x{resolution}/ToRGB"
         if f"{prefix}.weight" in state:
@@ -185,9 +194,14 @@ def write_tensorflow_pickle(network: StyleGAN2Generator, path: Path) -> Path:
         if f"synthesis.b{resolution}.skip.weight" in state:
             skip = state[f"synthesis.b{resolution}.skip.weight"].transpose(2, 3, 1, 0)[::-1, ::-1]
             synthesis.append((f"{resolution}x{resolution}/Skip/weight", np.ascontiguousarray(skip)))
+    static_kwargs = {"latent_size": config.z_dim, "label_size": config.c_dim, "dlatent_size": config.w_dim,
+                     "resolution": config.img_resolution, "num_channels": config.img_channels,
+                     "mapping_layers": config.mapping_layers, "architecture": config.architecture,
+                     "conv_clamp": config.conv_clamp, "use_noise": config.use_noise, **(kwargs or {})}
     gs = Network("G", [("dlatent_avg", state["mapping.w_avg"])],
-                 {"mapping": Network("G_mapping", mapping),
-                  "synthesis": Network("G_synthesis", synthesis, static_kwargs={"architecture": config.architecture})})
+                 {"mapping": Network("G_mapping", mapping, static_kwargs=static_kwargs),
+                  "synthesis": Network("G_synthesis", synthesis, static_kwargs=static_kwargs)},
+                 static_kwargs=static_kwargs)
     dnnlib = types.ModuleType("dnnlib")
     tflib = types.ModuleType("dnnlib.tflib")
     with _fake_modules(dnnlib=dnnlib, **{"dnnlib.tflib": tflib, "dnnlib.tflib.network": network_module}):
