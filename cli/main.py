@@ -138,11 +138,13 @@ def import_command(source: Path, generator_spec: str, space: str | None, out: Pa
 def _register_commands() -> None:
     from latentdirs.cli.discover import discover_command
     from latentdirs.cli.edit import edit_command
+    from latentdirs.cli.evaluate import evaluate_command
     from latentdirs.cli.measure import measure_command
 
     cli.add_command(discover_command)
     cli.add_command(edit_command)
     cli.add_command(measure_command)
+    cli.add_command(evaluate_command)
 
 
 _register_commands()

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from latentdirs.errors import WeightsMismatchError, invalid
+from latentdirs.errors import NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
 from latentdirs.generators.stylegan2.network import NOISE_MODES, StyleGAN2Config, StyleGAN2Generator
@@ -36,6 +36,9 @@ class StyleGAN2Adapter(GeneratorAdapter):
                  device: str | torch.device = "auto") -> None:
         if noise_mode not in NOISE_MODES:
             raise invalid("noise_mode", noise_mode, ", ".join(NOISE_MODES))
+        if config.img_channels not in (1, 3):
+            raise NotSupportedError(f"generator: {spec} renders {config.img_channels}-channel images; "
+                                    "supported: RGB (3) and grayscale (1, shown as RGB)")
         network = StyleGAN2Generator(config)
         expected = network.state_dict()
         state = dict(state)
@@ -110,7 +113,8 @@ class StyleGAN2Adapter(GeneratorAdapter):
             ws = latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
         else:
             ws = latents
-        return self.network.synthesis(ws, noise_mode=self.noise_mode)
+        images = self.network.synthesis(ws, noise_mode=self.noise_mode)
+        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # grayscale nets → RGB
 
     # ------------------------------------------------------------------ SeFa
     @property

@@ -14,7 +14,9 @@ Pickles go through :mod:`.unpickle` (nothing in them runs); torch files through
 from __future__ import annotations
 
 import argparse
+import io
 import math
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,12 +50,20 @@ def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.
                                "(a dict with G_ema) nor a TensorFlow one (G, D, Gs)")
 
 
-def _is_legacy_torch(data: bytes) -> bool:
-    import io
-    import pickle
+class _NoGlobals(pickle.Unpickler):
+    """Reads plain values only: any global (the only way a pickle reaches a callable) is refused."""
 
-    try:  # the first pickled object of a legacy torch.save file is a magic number; nothing else is read
-        return pickle.Unpickler(io.BytesIO(data[:64])).load() == _LEGACY_TORCH_MAGIC
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"global {module}.{name} refused")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent id refused")
+
+
+def _is_legacy_torch(data: bytes) -> bool:
+    """A legacy (non-zip) ``torch.save`` file starts with a pickled magic number; nothing else is read."""
+    try:  # never a plain Unpickler here: the first bytes of a hostile file may already call a global
+        return _NoGlobals(io.BytesIO(data[:64])).load() == _LEGACY_TORCH_MAGIC
     except Exception:
         return False
 
@@ -108,8 +118,6 @@ def _from_nvlabs(g_ema: PersistentRecord) -> tuple[StyleGAN2Config, dict[str, to
         state, architecture=str(b4.state.get("architecture", "skip")) if b4 is not None else "skip",
         conv_clamp=None if clamp is None else float(clamp),
         mapping_lr=float(fc0.state.get("bias_gain", 0.01)) if fc0 is not None else 0.01)
-    beta = (_child(g_ema, "mapping").state.get("w_avg_beta") if _child(g_ema, "mapping") else None)
-    config.w_avg_beta = None if beta is None else float(beta)
     return config, state, "nvlabs-pickle"
 
 

@@ -42,7 +42,6 @@ class StyleGAN2Config:
     embed_features: int | None = None       # class-embedding width (defaults to w_dim)
     mapping_features: int | None = None     # width of the hidden mapping layers (defaults to w_dim)
     use_noise: bool = True                  # False: the synthesis layers have no noise inputs at all
-    w_avg_beta: float | None = None         # kept for description only (never updated here)
 
     @property
     def resolutions(self) -> list[int]:

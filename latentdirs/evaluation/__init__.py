@@ -1,0 +1,81 @@
+"""Evaluate and compare direction files: VP, ground truth, effect profiles, calibration accuracy.
+
+``evaluate(paths, …)`` returns plain JSON-able results, grouped by generator: files made on different
+generators are reported separately, never mixed, and a file that cannot be read is reported with its
+error instead of stopping the others. :mod:`.report` turns the result into a self-contained HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from latentdirs.directions import Directions, read_header
+from latentdirs.errors import LatentDirsError
+from latentdirs.evaluation.profile import effect_profile, ground_truth
+from latentdirs.evaluation.vp import random_basis, variation_predictability
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_directions(generator, directions: Directions, *, top: int = 8, pairs: int = 2000, epochs: int = 4,
+                        vp_seeds: int = 2, strength: float = 3.0, seed: int = 0) -> dict[str, Any]:
+    """All metrics for the first ``top`` directions of one file on its generator."""
+    vectors = directions.vectors[:top].to(generator.device)
+    common = {"space": directions.space, "layers": directions.layers,
+              "class_id": generator.resolve_class(None)}
+    runs, floors = [], []
+    for k in range(vp_seeds if len(vectors) >= 2 else 0):  # VP needs two directions to tell apart
+        runs.append(variation_predictability(generator, vectors, pairs=pairs, epochs=epochs, strength=strength,
+                                             seed=seed + k, **common))
+        floor = random_basis(len(vectors), vectors.shape[1], seed + 1000 + k).to(vectors)
+        floors.append(variation_predictability(generator, floor, pairs=pairs, epochs=epochs, strength=strength,
+                                               seed=seed + k, **common))
+    result: dict[str, Any] = {
+        "directions": len(vectors),
+        "vp": sum(r["accuracy"] for r in runs) / len(runs) if runs else None,
+        "vp_random_floor": sum(r["accuracy"] for r in floors) / len(floors) if floors else None,
+        "vp_chance": 1 / len(vectors),
+        "seconds": {"render": sum(r["render_seconds"] for r in runs + floors),
+                    "train": sum(r["train_seconds"] for r in runs + floors)},
+        "profile": effect_profile(generator, vectors, strength=strength, seed=seed, **common),
+    }
+    truth = getattr(generator, "true_directions", None)
+    if truth is not None:
+        result["ground_truth"] = ground_truth(truth, directions.vectors)
+    if directions.meta.get("calibration"):
+        from latentdirs.measure import measure_calibration
+
+        rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=[-0.2, -0.1, 0.0, 0.1, 0.2],
+                                   clamp=True)
+        result["calibration"] = [row.__dict__ for row in rows]
+    return result
+
+
+def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None, device: str = "auto",
+             **options: Any) -> dict[str, Any]:
+    """Evaluate several files; returns ``{"generators": {spec: [file results]}, "errors": [...]}``."""
+    from latentdirs.registry import load_generator
+
+    loaded: dict[str, Any] = {}
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    errors = []
+    for path in paths:
+        try:
+            header = read_header(path)
+            spec = generator_spec or (header.get("generator") or {}).get("spec")
+            if spec not in loaded:
+                loaded[spec] = load_generator(spec, device=device)
+            generator = loaded[spec]
+            directions = Directions.load(path, generator=generator)
+            with torch.random.fork_rng():
+                metrics = evaluate_directions(generator, directions, **options)
+            grouped.setdefault(spec, []).append({"file": str(path), "method": directions.method_name,
+                                                 "labels": directions.meta.get("labels", {}), **metrics})
+        except (LatentDirsError, OSError) as error:
+            log.warning("evaluate: %s: %s", path, error)
+            errors.append({"file": str(path), "error": str(error)})
+    return {"generators": grouped, "errors": errors, "options": options}

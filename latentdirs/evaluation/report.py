@@ -1,0 +1,99 @@
+"""Markdown tables and a self-contained HTML report (inline SVG charts, embedded PNG grids)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentdirs.atomic import write_text_atomic
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """One table per generator: a row per file (VP, floor, chance, ground truth if any)."""
+    lines = []
+    for spec, files in results["generators"].items():
+        lines += [f"### {spec}", "", "| file | method | K | VP | random floor | chance | mean change | mean linearity "
+                  "| mean area | ground truth: best abs(cos) per factor |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for item in files:
+            profile = item["profile"]
+            truth = ", ".join(f"{r['factor']} {r['abs_cos']:.2f} (d{r['best_index']})" for r in item.get("ground_truth", []))
+            vp = "n/a" if item["vp"] is None else f"{item['vp']:.3f}"
+            floor = "n/a" if item["vp_random_floor"] is None else f"{item['vp_random_floor']:.3f}"
+            lines.append(f"| {Path(item['file']).name} | {item['method']} | {item['directions']} | {vp} | "
+                         f"{floor} | {item['vp_chance']:.3f} | "
+                         f"{np.mean([p['change'] for p in profile]):.4f} | {np.mean([p['linearity'] for p in profile]):.3f} | "
+                         f"{np.mean([p['area'] for p in profile]):.3f} | {truth or '—'} |")
+        lines.append("")
+    for error in results["errors"]:
+        lines.append(f"- not evaluated: {error['file']}: {error['error']}")
+    return "\n".join(lines)
+
+
+def _bars(values: list[float], labels: list[str], title: str, width: int = 360, height: int = 140) -> str:
+    """An inline SVG bar chart."""
+    top = max(values + [1e-12])
+    bar = (width - 20) / max(len(values), 1)
+    parts = [f'<svg width="{width}" height="{height + 30}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="4" y="12" font-size="11">{html.escape(title)}</text>']
+    for i, (value, label) in enumerate(zip(values, labels)):
+        h = (height - 30) * value / top
+        x = 10 + i * bar
+        parts.append(f'<rect x="{x + 2:.1f}" y="{height - h:.1f}" width="{bar - 4:.1f}" height="{h:.1f}" fill="#3a6fc4"/>')
+        parts.append(f'<text x="{x + bar / 2:.1f}" y="{height + 12}" font-size="9" text-anchor="middle">{html.escape(label)}</text>')
+        parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - h - 3:.1f}" font-size="8" text-anchor="middle">{value:.3g}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def _grid_png(generator, directions, count: int = 4) -> str:
+    from latentdirs.edit import traverse
+    from latentdirs.images import compose_grid, to_uint8
+    from latentdirs.png import encode_png
+
+    alphas = [-3.0, -1.5, 0.0, 1.5, 3.0]
+    indices = list(range(min(count, len(directions))))
+    tiles = np.concatenate([to_uint8(b.images) for b in traverse(generator, directions, seeds=[0], indices=indices,
+                                                                    alphas=alphas)])
+    grid = compose_grid(tiles.reshape(len(indices), len(alphas), *tiles.shape[1:]),
+                        row_labels=[directions.label_of(i) for i in indices], column_labels=[f"{a:+g}" for a in alphas])
+    return base64.b64encode(encode_png(grid.pixels)).decode()
+
+
+def write_report(results: dict[str, Any], folder: str | Path) -> Path:
+    """``folder/report.html``: per generator a compare table, per file its charts and edit grid."""
+    from latentdirs.directions import Directions
+    from latentdirs.registry import load_generator
+
+    sections = ["<h1>latentdirs evaluation</h1>"]
+    for spec, files in results["generators"].items():
+        generator = load_generator(spec, device="cpu")
+        sections.append(f"<h2>{html.escape(spec)}</h2><h3>Compare</h3>")
+        scored = [f for f in files if f["vp"] is not None]
+        if scored:
+            sections.append(_bars([f["vp"] for f in scored] + [scored[0]["vp_random_floor"]],
+                                  [Path(f["file"]).stem[:14] for f in scored] + ["random"],
+                                  "variation predictability (random = floor of the first file's size)"))
+        sections.append("<pre>" + html.escape(markdown({"generators": {spec: files}, "errors": []})) + "</pre>")
+        for item in files:
+            profile = item["profile"]
+            names = [f"d{i}" for i in range(len(profile))]
+            directions = Directions.load(item["file"], generator=generator)
+            sections.append(f"<h3>{html.escape(Path(item['file']).name)} ({html.escape(str(item['method']))})</h3>")
+            for key in ("change", "linearity", "area"):
+                sections.append(_bars([p[key] for p in profile], names, key))
+            if item.get("calibration"):
+                rows = "".join(f"<tr><td>{r['requested']:+.3f}</td><td>{r['mean']:+.4f}</td><td>{r['std']:.4f}</td></tr>"
+                               for r in item["calibration"])
+                sections.append(f"<table><tr><th>requested</th><th>achieved</th><th>std</th></tr>{rows}</table>")
+            sections.append(f'<p><img alt="edit grid" src="data:image/png;base64,{_grid_png(generator, directions)}"/></p>')
+    for error in results["errors"]:
+        sections.append(f"<p>Not evaluated: {html.escape(error['file'])}: {html.escape(error['error'])}</p>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>latentdirs evaluation</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}svg{margin:4px}</style></head><body>"
+            + "\n".join(sections) + "</body></html>")
+    path = Path(folder) / "report.html"
+    write_text_atomic(path, page)
+    return path

@@ -1,0 +1,71 @@
+"""latentdirs evaluate on synthetic: VP against the floor, ground truth, repeatability, grouping, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import latentdirs
+from latentdirs.directions import Directions
+from latentdirs.evaluation import evaluate
+from tests.conftest import invoke
+
+FAST = dict(top=5, pairs=800, epochs=6, vp_seeds=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    synthetic = latentdirs.load_generator("synthetic", device="cpu")
+    truth = Directions.from_method(torch.stack(list(synthetic.true_directions.values())), None, generator=synthetic,
+                                   method="truth", options={}, space="z")
+    faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+    broken = folder / "broken.safetensors"
+    broken.write_bytes(b"not a direction file")
+    return {"truth": truth.save(folder / "truth.safetensors"),
+            "sefa": latentdirs.discover(synthetic, "sefa", num_directions=5).save(folder / "sefa.safetensors"),
+            "faces": latentdirs.discover(faces, "sefa", num_directions=3).save(folder / "faces.safetensors"),
+            "broken": broken}
+
+
+@pytest.fixture(scope="module")
+def results(files):
+    return evaluate([files["truth"], files["faces"], files["broken"], files["sefa"]], device="cpu", **FAST)
+
+
+def test_true_factors_beat_the_random_floor_and_are_found(results):
+    synthetic = {r["file"].split("/")[-1]: r for r in results["generators"]["synthetic"]}
+    truth = synthetic["truth.safetensors"]
+    assert truth["vp"] > truth["vp_random_floor"] + 0.1, (truth["vp"], truth["vp_random_floor"])  # 0.86 vs 0.68
+    assert [(row["factor"], row["best_index"]) for row in truth["ground_truth"]] == [
+        ("x", 0), ("y", 1), ("size", 2), ("hue", 3), ("value", 4)]
+    assert all(row["abs_cos"] > 0.999 and row["spread"] < 1.01 for row in truth["ground_truth"])
+    assert all(0 < p["area"] <= 1 and p["change"] > 0 for p in truth["profile"])
+
+
+def test_generators_apart_and_broken_file_reported(results, files):
+    assert set(results["generators"]) == {"synthetic", "dcgan-faces"}
+    assert [r["file"] for r in results["generators"]["dcgan-faces"]] == [str(files["faces"])]
+    assert [e["file"] for e in results["errors"]] == [str(files["broken"])]
+    assert "not a readable safetensors" in results["errors"][0]["error"]
+
+
+def test_same_seed_same_numbers(files):
+    quick = dict(FAST, top=3, pairs=200, epochs=1)
+    first = evaluate([files["truth"]], device="cpu", **quick)
+    again = evaluate([files["truth"]], device="cpu", **quick)
+    strip = lambda r: json.dumps({k: v for k, v in r["generators"]["synthetic"][0].items() if k != "seconds"})  # noqa: E731
+    assert strip(first) == strip(again)
+
+
+def test_cli_table_json_and_report(files, tmp_path, cli_runner):
+    args = ["evaluate", files["sefa"], "--top", "3", "--pairs", "200", "--epochs", "1", "--vp-seeds", "1"]
+    table = invoke(cli_runner, *args)
+    assert table.exit_code == 0 and "| sefa.safetensors | sefa | 3 |" in table.output
+    data = json.loads(invoke(cli_runner, *args, "--json").output)
+    assert data["generators"]["synthetic"][0]["method"] == "sefa"
+    assert invoke(cli_runner, *args, "--report", tmp_path / "r").exit_code == 0
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert page.count("<svg") >= 4 and "data:image/png;base64," in page and "http" not in page
