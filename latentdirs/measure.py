@@ -94,10 +94,17 @@ def measure_calibration(generator, directions, *, seeds: list[int], amounts: lis
 
 
 def plot_accuracy(rows: list[AccuracyRow], path, *, title: str, units: str) -> None:
-    """A small PNG: achieved (mean ± std) against requested amounts, with the ideal diagonal."""
+    """Write :func:`accuracy_chart` as a PNG file (atomically)."""
+    from latentdirs.images import save_image
+
+    save_image(accuracy_chart(rows, title=title, units=units), path)
+
+
+def accuracy_chart(rows: list[AccuracyRow], *, title: str, units: str):
+    """A 360 px square PIL image: achieved (mean ± std) against requested amounts, with the ideal diagonal."""
     from PIL import Image, ImageDraw
 
-    from latentdirs.images import _font, save_image
+    from latentdirs.images import _font
 
     size, margin = 360, 48
     low = min(min(r.requested, r.mean - r.std) for r in rows)
@@ -124,4 +131,4 @@ def plot_accuracy(rows: list[AccuracyRow], path, *, title: str, units: str) -> N
     draw.text((margin, size - margin + 12), f"requested ({units}), from {low:.2f} to {high:.2f}",
               fill=(20, 20, 20), font=font)
     draw.text((4, margin - 16), "achieved (mean ± std)", fill=(20, 20, 20), font=font)
-    save_image(canvas, path)
+    return canvas

@@ -31,6 +31,16 @@ def synthetic_sefa(synthetic):
     return latentdirs.discover(synthetic, "sefa")
 
 
+@pytest.fixture(scope="session")
+def calibrated(tmp_path_factory, synthetic):
+    """A shift-x calibrated direction on synthetic, its saved file and its trajectory data."""
+    folder = tmp_path_factory.mktemp("regression")
+    directions = latentdirs.discover(synthetic, "regression", transform="shift-x", samples=32, lr=0.05,
+                                     save_dataset=folder / "shift.trajectories")
+    path = directions.save(folder / "shift.safetensors")
+    return synthetic, directions, path, folder / "shift.trajectories"
+
+
 @pytest.fixture
 def cli_runner():
     from click.testing import CliRunner

@@ -42,7 +42,17 @@ def test_true_factors_beat_the_random_floor_and_are_found(results):
     assert [(row["factor"], row["best_index"]) for row in truth["ground_truth"]] == [
         ("x", 0), ("y", 1), ("size", 2), ("hue", 3), ("value", 4)]
     assert all(row["abs_cos"] > 0.999 and row["spread"] < 1.01 for row in truth["ground_truth"])
-    assert all(0 < p["area"] <= 1 and p["change"] > 0 for p in truth["profile"])
+    assert all(0 < p["area"] <= 1 and p["change"] > 0 and not p["inert"] for p in truth["profile"])
+
+
+def test_directions_that_do_nothing_are_marked_inert(synthetic, synthetic_sefa):
+    from latentdirs.evaluation.profile import effect_profile
+
+    # SeFa's rows 5-7 span the null space of synthetic's 5-factor first layer: their change is rounding
+    profile = effect_profile(synthetic, synthetic_sefa.vectors[:8], seeds=2)
+    assert [p["inert"] for p in profile] == [False] * 5 + [True] * 3
+    assert all(p["linearity"] is None and p["area"] is None for p in profile[5:])
+    assert min(p["change"] for p in profile[:5]) > 1e-3
 
 
 def test_generators_apart_and_broken_file_reported(results, files):
@@ -69,3 +79,18 @@ def test_cli_table_json_and_report(files, tmp_path, cli_runner):
     assert invoke(cli_runner, *args, "--report", tmp_path / "r").exit_code == 0
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("<svg") >= 4 and "data:image/png;base64," in page and "http" not in page
+
+
+def test_calibrated_file_gets_its_accuracy_table_and_chart(calibrated, tmp_path):
+    from latentdirs.evaluation.report import markdown, write_report
+
+    path = calibrated[2]
+    results = evaluate([path], device="cpu", **dict(FAST, top=3, pairs=200, epochs=1))
+    item = results["generators"]["synthetic"][0]
+    assert item["vp"] is None  # one direction: nothing to tell apart
+    rows = {round(r["requested"], 3): r["mean"] for r in item["calibration"]}
+    assert sorted(rows) == [-0.2, -0.1, 0.0, 0.1, 0.2]
+    assert all(abs(rows[a] - a) < 0.03 for a in rows), rows  # shift-x edits land within 3 % of the width
+    assert "Calibration of shift.safetensors" in markdown(results) and "| +0.200 |" in markdown(results)
+    page = write_report(results, tmp_path).read_text()
+    assert page.count('alt="calibration chart"') == 1

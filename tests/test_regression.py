@@ -17,17 +17,6 @@ from latentdirs.transforms import Transform, get_transform, list_transforms, reg
 from tests.conftest import invoke
 
 
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    """A shift-x calibrated direction on synthetic, and its trajectory data (saved)."""
-    synthetic = latentdirs.load_generator("synthetic", device="cpu")
-    folder = tmp_path_factory.mktemp("regression")
-    directions = latentdirs.discover(synthetic, "regression", transform="shift-x", samples=32, lr=0.05,
-                                     save_dataset=folder / "shift.trajectories")
-    path = directions.save(folder / "shift.safetensors")
-    return synthetic, directions, path, folder / "shift.trajectories"
-
-
 @pytest.mark.parametrize("name, amounts, span", [
     ("shift-x", [-0.15, -0.05, 0.0, 0.05, 0.1, 0.2], 0.3), ("shift-y", [0.1, -0.1, 0.0, 0.2, 0.05, -0.2], 0.3),
     ("zoom", [0.1, 0.2, -0.1, 0.0, 0.05, 0.15], 0.3), ("brightness", [0.1, -0.2, 0.0, 0.3, 0.05, -0.05], 0.5),

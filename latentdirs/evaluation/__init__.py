@@ -52,6 +52,7 @@ def evaluate_directions(generator, directions: Directions, *, top: int = 8, pair
         rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=[-0.2, -0.1, 0.0, 0.1, 0.2],
                                    clamp=True)
         result["calibration"] = [row.__dict__ for row in rows]
+        result["calibration_units"] = directions.meta["calibration"].get("units", "")
     return result
 
 

@@ -6,6 +6,10 @@ Effect profile (on blurred images, σ = 1 px per 64 px): for a few seeds and str
 * ``linearity`` — R² of the image change against ``α · J`` (J fitted by least squares): 1 = the
   change grows linearly along the path;
 * ``area`` — fraction of the image that carries 90 % of the change energy: small = local, 1 = global.
+
+A direction whose change is float noise (below ``INERT_CHANGE``, e.g. SeFa's directions in the null
+space of the first layer) is marked ``inert``; its linearity and area are ``None``, since an R² and an
+energy map of rounding errors would only look like numbers.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import torch
 
 from latentdirs.transforms import gaussian_blur
 
+#: RMS change per unit strength (images in [-1, 1]) below which a direction does nothing visible
+INERT_CHANGE = 1e-5
+
 
 def effect_profile(generator, vectors: torch.Tensor, *, seeds: int = 8, strength: float = 3.0, seed: int = 0,
                    space: str = "z", layers: list[int] | None = None, class_id: int | None = None) -> list[dict[str, float]]:
-    """One ``{"change", "linearity", "area"}`` per row of ``vectors``."""
+    """One ``{"change", "linearity", "area", "inert"}`` per row of ``vectors`` (``[K, D]``)."""
     alphas = torch.tensor([-strength, -strength / 2, strength / 2, strength])
     latents = generator.sample(seeds, seed=seed + 7919, space=space, classes=class_id)
     sigma = generator.resolution / 64
@@ -42,9 +49,11 @@ def effect_profile(generator, vectors: torch.Tensor, *, seeds: int = 8, strength
             energy = d.square().sum(dim=(0, 2)).flatten(1)  # [N, H*W]
             ordered = energy.sort(dim=1, descending=True).values.cumsum(dim=1)
             needed = (ordered < 0.9 * ordered[:, -1:]).sum(dim=1).float() + 1
-            profiles.append({"change": float(d.square().mean(dim=(2, 3, 4)).sqrt().mean() / alphas.abs().mean()),
-                             "linearity": float(1 - residual / total),
-                             "area": float((needed / energy.shape[1]).mean())})
+            change = float(d.square().mean(dim=(2, 3, 4)).sqrt().mean() / alphas.abs().mean())
+            inert = change < INERT_CHANGE
+            profiles.append({"change": change, "inert": inert,
+                             "linearity": None if inert else float(1 - residual / total),
+                             "area": None if inert else float((needed / energy.shape[1]).mean())})
     return profiles
 
 

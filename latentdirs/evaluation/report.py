@@ -13,21 +13,32 @@ from latentdirs.atomic import write_text_atomic
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """One table per generator: a row per file (VP, floor, chance, ground truth if any)."""
+    """One table per generator: a row per file (VP, floor, chance, profile means, ground truth if any).
+
+    Mean linearity and area are over the directions that are not inert; "inert" counts the others."""
     lines = []
     for spec, files in results["generators"].items():
-        lines += [f"### {spec}", "", "| file | method | K | VP | random floor | chance | mean change | mean linearity "
-                  "| mean area | ground truth: best abs(cos) per factor |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"### {spec}", "", "| file | method | K | VP | random floor | chance | mean change | inert "
+                  "| mean linearity | mean area | ground truth: best abs(cos) per factor |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for item in files:
             profile = item["profile"]
             truth = ", ".join(f"{r['factor']} {r['abs_cos']:.2f} (d{r['best_index']})" for r in item.get("ground_truth", []))
             vp = "n/a" if item["vp"] is None else f"{item['vp']:.3f}"
             floor = "n/a" if item["vp_random_floor"] is None else f"{item['vp_random_floor']:.3f}"
+            active = [p for p in profile if not p["inert"]]
+            linearity = f"{np.mean([p['linearity'] for p in active]):.3f}" if active else "n/a"
+            area = f"{np.mean([p['area'] for p in active]):.3f}" if active else "n/a"
             lines.append(f"| {Path(item['file']).name} | {item['method']} | {item['directions']} | {vp} | "
-                         f"{floor} | {item['vp_chance']:.3f} | "
-                         f"{np.mean([p['change'] for p in profile]):.4f} | {np.mean([p['linearity'] for p in profile]):.3f} | "
-                         f"{np.mean([p['area'] for p in profile]):.3f} | {truth or '—'} |")
+                         f"{floor} | {item['vp_chance']:.3f} | {np.mean([p['change'] for p in profile]):.4f} | "
+                         f"{len(profile) - len(active)} | {linearity} | {area} | {truth or '—'} |")
         lines.append("")
+        for item in files:
+            if item.get("calibration"):
+                lines += [f"Calibration of {Path(item['file']).name} (`latentdirs measure`, 16 seeds):", "",
+                          "| requested | achieved mean | std |", "|---|---|---|"]
+                lines += [f"| {r['requested']:+.3f} | {r['mean']:+.4f} | {r['std']:.4f} |" for r in item["calibration"]]
+                lines.append("")
     for error in results["errors"]:
         lines.append(f"- not evaluated: {error['file']}: {error['error']}")
     return "\n".join(lines)
@@ -62,6 +73,15 @@ def _grid_png(generator, directions, count: int = 4) -> str:
     return base64.b64encode(encode_png(grid.pixels)).decode()
 
 
+def _calibration_png(item: dict[str, Any]) -> str:
+    from latentdirs.measure import AccuracyRow, accuracy_chart
+    from latentdirs.png import encode_png
+
+    rows = [AccuracyRow(**row) for row in item["calibration"]]
+    chart = accuracy_chart(rows, title=f"calibration of {Path(item['file']).name}", units=item.get("calibration_units", ""))
+    return base64.b64encode(encode_png(np.asarray(chart))).decode()
+
+
 def write_report(results: dict[str, Any], folder: str | Path) -> Path:
     """``folder/report.html``: per generator a compare table, per file its charts and edit grid."""
     from latentdirs.directions import Directions
@@ -83,11 +103,13 @@ def write_report(results: dict[str, Any], folder: str | Path) -> Path:
             directions = Directions.load(item["file"], generator=generator)
             sections.append(f"<h3>{html.escape(Path(item['file']).name)} ({html.escape(str(item['method']))})</h3>")
             for key in ("change", "linearity", "area"):
-                sections.append(_bars([p[key] for p in profile], names, key))
+                sections.append(_bars([p[key] or 0.0 for p in profile], names,
+                                      key if key == "change" else f"{key} (inert directions shown as 0)"))
             if item.get("calibration"):
                 rows = "".join(f"<tr><td>{r['requested']:+.3f}</td><td>{r['mean']:+.4f}</td><td>{r['std']:.4f}</td></tr>"
                                for r in item["calibration"])
                 sections.append(f"<table><tr><th>requested</th><th>achieved</th><th>std</th></tr>{rows}</table>")
+                sections.append(f'<p><img alt="calibration chart" src="data:image/png;base64,{_calibration_png(item)}"/></p>')
             sections.append(f'<p><img alt="edit grid" src="data:image/png;base64,{_grid_png(generator, directions)}"/></p>')
     for error in results["errors"]:
         sections.append(f"<p>Not evaluated: {html.escape(error['file'])}: {html.escape(error['error'])}</p>")
