@@ -69,7 +69,8 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
     directions.save(out)
     scores = directions.scores
     top = ", ".join(f"{s:.3g}" for s in scores[:5].tolist()) if scores is not None else "n/a"
-    click.echo(f"wrote {out}: {len(directions)} direction{"s" if len(directions) != 1 else ""} in {directions.space!r} of {generator.spec} "
+    noun = "direction" if len(directions) == 1 else "directions"
+    click.echo(f"wrote {out}: {len(directions)} {noun} in {directions.space!r} of {generator.spec} "
                f"by {method} in {elapsed:.3f} s; top {directions.meta.get('score_kind') or 'scores'}: {top}")
 
 
