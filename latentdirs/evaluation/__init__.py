@@ -29,11 +29,11 @@ def evaluate_directions(generator, directions: Directions, *, top: int = 8, pair
               "class_id": generator.resolve_class(None)}
     runs, floors = [], []
     for k in range(vp_seeds if len(vectors) >= 2 else 0):  # VP needs two directions to tell apart
-        runs.append(variation_predictability(generator, vectors, pairs=pairs, epochs=epochs, strength=strength,
-                                             seed=seed + k, **common))
         floor = random_basis(len(vectors), vectors.shape[1], seed + 1000 + k).to(vectors)
-        floors.append(variation_predictability(generator, floor, pairs=pairs, epochs=epochs, strength=strength,
-                                               seed=seed + k, **common))
+        run, floor_run = variation_predictability(generator, [vectors, floor], pairs=pairs, epochs=epochs,
+                                                  strength=strength, seed=seed + k, **common)
+        runs.append(run)
+        floors.append(floor_run)
     result: dict[str, Any] = {
         "directions": len(vectors),
         "vp": sum(r["accuracy"] for r in runs) / len(runs) if runs else None,

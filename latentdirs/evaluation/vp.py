@@ -8,6 +8,9 @@ beside it is the same procedure on a random orthonormal basis of the same size.
 
 from __future__ import annotations
 
+import time
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,27 +23,33 @@ def random_basis(count: int, dim: int, seed: int) -> torch.Tensor:
     return (q * torch.sign(torch.diagonal(r))).T.contiguous()
 
 
-def _pairs(generator, vectors: torch.Tensor, *, count: int, strength: float, seed: int, space: str,
-           layers: list[int] | None, class_id: int | None, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_differences(generator, vector_sets: Sequence[torch.Tensor], *, count: int, strength: float, seed: int,
+                      space: str, layers: list[int] | None, class_id: int | None,
+                      batch: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Difference images ``[count, 3, 32, 32]`` per set of ``[K, D]`` directions, and the labels ``[count]``.
+
+    Every set gets the same latents, labels and strengths, so the unedited images are rendered once
+    and shared (the floor costs one render per pair instead of two)."""
     draws = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, vectors.shape[0], (count,), generator=draws)
+    labels = torch.randint(0, vector_sets[0].shape[0], (count,), generator=draws)
     magnitudes = strength * (0.5 + 0.5 * torch.rand(count, generator=draws))
     signs = torch.randint(0, 2, (count,), generator=draws) * 2 - 1
     latents = generator.sample(count, seed=seed, space=space, classes=class_id)
-    inputs = []
+    differences: list[list[torch.Tensor]] = [[] for _ in vector_sets]
     with torch.no_grad():
         for start in range(0, count, batch):
             part = slice(start, start + batch)
             base = latents[part]
-            step = (signs[part] * magnitudes[part]).unsqueeze(1).to(base) * vectors[labels[part]].to(base)
-            if base.dim() == 3:
-                mask = torch.zeros(base.shape[1], 1, device=base.device)
-                mask[layers if layers is not None else slice(None)] = 1
-                step = step.unsqueeze(1) * mask
-            difference = (generator.synthesize(base + step, space=space, classes=class_id)
-                          - generator.synthesize(base, space=space, classes=class_id))
-            inputs.append(F.interpolate(difference, size=32, mode="area").cpu())
-    return torch.cat(inputs), labels
+            unedited = generator.synthesize(base, space=space, classes=class_id)
+            for vectors, out in zip(vector_sets, differences):
+                step = (signs[part] * magnitudes[part]).unsqueeze(1).to(base) * vectors[labels[part]].to(base)
+                if base.dim() == 3:  # w+: move only the chosen rows
+                    mask = torch.zeros(base.shape[1], 1, device=base.device)
+                    mask[layers if layers is not None else slice(None)] = 1
+                    step = step.unsqueeze(1) * mask
+                edited = generator.synthesize(base + step, space=space, classes=class_id)
+                out.append(F.interpolate(edited - unedited, size=32, mode="area").cpu())
+    return [torch.cat(out) for out in differences], labels
 
 
 class _PairNet(nn.Module):
@@ -54,22 +63,36 @@ class _PairNet(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def variation_predictability(generator, vectors: torch.Tensor, *, pairs: int = 2000, epochs: int = 4,
+def variation_predictability(generator, vector_sets: Sequence[torch.Tensor], *, pairs: int = 2000, epochs: int = 4,
                              strength: float = 3.0, seed: int = 0, space: str = "z", layers: list[int] | None = None,
-                             class_id: int | None = None) -> dict[str, float]:
-    """VP of ``vectors`` ``[K, D]``: held-out accuracy (20 % of the pairs), plus timing of each part."""
-    import time
+                             class_id: int | None = None) -> list[dict[str, float]]:
+    """VP of each set of directions ``[K, D]`` (all of the same K) on the same pairs' latents and labels.
 
+    Returns per set the held-out accuracy (20 % of the pairs), chance 1/K, and its training seconds;
+    ``render_seconds`` (shared rendering) is given to the first set only, so sums stay true."""
+    if len({vectors.shape[0] for vectors in vector_sets}) != 1:
+        raise ValueError(f"vector_sets: all sets need the same count of directions, got "
+                         f"{[vectors.shape[0] for vectors in vector_sets]}")
     started = time.perf_counter()
-    inputs, labels = _pairs(generator, vectors, count=pairs, strength=strength, seed=seed, space=space,
-                            layers=layers, class_id=class_id)
-    rendered = time.perf_counter()
+    sets, labels = _pair_differences(generator, vector_sets, count=pairs, strength=strength, seed=seed, space=space,
+                                     layers=layers, class_id=class_id)
+    results = [{"render_seconds": time.perf_counter() - started if i == 0 else 0.0} for i in range(len(sets))]
+    for inputs, result in zip(sets, results):
+        trained = time.perf_counter()
+        result["accuracy"] = _train_and_score(inputs, labels, classes=vector_sets[0].shape[0], epochs=epochs, seed=seed)
+        result["chance"] = 1 / vector_sets[0].shape[0]
+        result["train_seconds"] = time.perf_counter() - trained
+    return results
+
+
+def _train_and_score(inputs: torch.Tensor, labels: torch.Tensor, *, classes: int, epochs: int, seed: int) -> float:
+    """Train a fresh :class:`_PairNet` on 80 % of the pairs; its accuracy on the held-out first 20 %."""
     torch.manual_seed(seed)
     scale = inputs.flatten(1).std(dim=1).mean().clamp_min(1e-6)  # normalise the overall contrast
     inputs = inputs / scale
-    held = max(1, pairs // 5)
+    held = max(1, len(labels) // 5)
     train_x, train_y, test_x, test_y = inputs[held:], labels[held:], inputs[:held], labels[:held]
-    network = _PairNet(vectors.shape[0])
+    network = _PairNet(classes)
     optimiser = torch.optim.Adam(network.parameters(), lr=2e-3)
     order_generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -81,7 +104,4 @@ def variation_predictability(generator, vectors: torch.Tensor, *, pairs: int = 2
             loss.backward()
             optimiser.step()
     with torch.no_grad():
-        accuracy = (network(test_x).argmax(dim=1) == test_y).float().mean().item()
-    trained = time.perf_counter()
-    return {"accuracy": accuracy, "chance": 1 / vectors.shape[0], "render_seconds": rendered - started,
-            "train_seconds": trained - rendered}
+        return (network(test_x).argmax(dim=1) == test_y).float().mean().item()
