@@ -19,11 +19,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = []
     for spec, files in results["generators"].items():
         lines += [f"### {spec}", "", "| file | method | K | VP | random floor | chance | mean change | inert "
-                  "| mean linearity | mean area | ground truth: best abs(cos) per factor |",
+                  "| mean linearity | mean area | ground truth: factor, best abs(cos) (direction, spread) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for item in files:
             profile = item["profile"]
-            truth = ", ".join(f"{r['factor']} {r['abs_cos']:.2f} (d{r['best_index']})" for r in item.get("ground_truth", []))
+            truth = ", ".join(f"{r['factor']} {r['abs_cos']:.2f} (d{r['best_index']}, spread {r['spread']:.2f})"
+                              for r in item.get("ground_truth", []))
             vp = "n/a" if item["vp"] is None else f"{item['vp']:.3f}"
             floor = "n/a" if item["vp_random_floor"] is None else f"{item['vp_random_floor']:.3f}"
             active = [p for p in profile if not p["inert"]]
