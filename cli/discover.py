@@ -23,6 +23,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
               help="Projection layers to factorise, e.g. '0-3' (layered generators only).")
 @click.option("--space", default=None, help="Latent space, e.g. z, w or w+ (default: the method's choice).")
 @click.option("--seed", type=int, default=None, help="Random seed (learned methods).")
+@click.option("--transform", default=None,
+              help="Transform to calibrate (regression method), e.g. shift-x; see 'latentdirs list transforms'.")
 @click.option("--opt", "options", type=OPTION, multiple=True, metavar="KEY=VALUE",
               help="Further method option; repeatable. Values are read as JSON when they parse.")
 @click.option("--resume", is_flag=True,
@@ -33,7 +35,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Direction file to write (.safetensors).")
 def discover_command(generator_spec: str, method: str, num_directions: int | None, layers: list[int] | None,
-                     space: str | None, seed: int | None, options: tuple[tuple[str, Any], ...], resume: bool,
+                     space: str | None, seed: int | None, transform: str | None, options: tuple[tuple[str, Any], ...], resume: bool,
                      generator_options: tuple[tuple[str, Any], ...], device: str, out: Path) -> None:
     """Discover directions in GENERATOR's latent space and write them to a direction file.
 
@@ -41,6 +43,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
     Examples:
       latentdirs discover dcgan-faces -m sefa -k 10 -o faces.safetensors
       latentdirs discover dcgan-eyes -m sefa -o eyes.safetensors
+      latentdirs discover dcgan-faces -m regression --transform shift-x -o shift.safetensors
       latentdirs discover module:mypkg.nets:make_g --gen-opt first_layer=fc -o mine.safetensors
       latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt -o oj.safetensors
       latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt --resume -o oj.safetensors
@@ -55,6 +58,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
     check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
     chosen: dict[str, Any] = dict(options)
     for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed),
+                       ("transform", transform),
                        ("resume", resume or None)):
         if value is not None:
             chosen[key] = value

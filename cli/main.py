@@ -47,17 +47,21 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command("list", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["generators", "methods"]))
+@click.argument("what", type=click.Choice(["generators", "methods", "transforms"]))
 def list_command(what: str) -> None:
-    """List known generators or discovery methods.
+    """List known generators, discovery methods, or the transforms the regression method calibrates.
 
     \b
     Example:
       latentdirs list generators
     """
     from latentdirs.registry import list_generators, list_methods
+    from latentdirs.transforms import get_transform, list_transforms
 
-    entries = list_generators() if what == "generators" else list_methods()
+    if what == "transforms":
+        entries = {name: f"{get_transform(name).factor}, in {get_transform(name).units}" for name in list_transforms()}
+    else:
+        entries = list_generators() if what == "generators" else list_methods()
     width = max(len(name) for name in entries)
     for name, description in entries.items():
         click.echo(f"{name:<{width}}  {description}")

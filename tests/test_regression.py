@@ -10,6 +10,7 @@ import torch
 
 import latentdirs
 from latentdirs.calibration import calibrated_steps
+from latentdirs.directions import Directions
 from latentdirs.errors import InvalidValueError, UnknownNameError
 from latentdirs.inversion import TrajectoryData, invert_images
 from latentdirs.measure import measure_amounts
@@ -123,3 +124,15 @@ def test_cli_amounts_measure_and_refusals(calibrated, tmp_path, cli_runner, synt
     assert [r["requested"] for r in rows] == pytest.approx([-0.1, 0.1])
     assert all(abs(r["mean"] - r["requested"]) < 0.01 for r in rows)  # within 0.64 px at 64 px
     assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_cli_transform_option_and_transform_list(tmp_path, cli_runner):
+    listed = invoke(cli_runner, "list", "transforms")
+    assert listed.exit_code == 0 and all(name in listed.output for name in list_transforms())
+    out = tmp_path / "zoom.safetensors"
+    made = invoke(cli_runner, "discover", "synthetic", "-m", "regression", "--transform", "zoom", "--opt", "samples=4",
+                  "--opt", "iterations=5", "--opt", "epochs=5", "--opt", "amounts=[0.1]", "--device", "cpu", "-o", out)
+    assert made.exit_code == 0, made.output
+    assert Directions.load(out).meta["calibration"]["transform"] == "zoom"
+    wrong = invoke(cli_runner, "discover", "synthetic", "-m", "sefa", "--transform", "zoom", "-o", tmp_path / "s.safetensors")
+    assert wrong.exit_code == 1 and "'transform'" in wrong.output and "allowed: num_directions" in wrong.output
