@@ -59,15 +59,17 @@ def calibrated_steps(latents: torch.Tensor, vector: torch.Tensor, knots_x: torch
 def fit_monotone(inputs_0: torch.Tensor, inputs_t: torch.Tensor, deltas: torch.Tensor, *, dim: int, knots: int = 101,
                  span: float = 5.0, epochs: int = 100, batch_size: int = 32, lr: float = 0.01, l2: float = 1e-3,
                  smoothness: float = 1e-2, seed: int = 0, init: torch.Tensor | None = None, slope: float = 1.0,
-                 validation: float = 0.2) -> dict[str, torch.Tensor | float]:
+                 validation: float = 0.2, learn_vector: bool = True) -> dict[str, torch.Tensor | float]:
     """Fit ``δ = g(⟨v, z_T⟩) − g(⟨v, z_0⟩)`` with ``v ∈ R^dim`` and monotone piecewise-linear ``g``.
 
     ``g`` has ``knots`` equally spaced on [−span, span], slopes ``softplus(·) ≥ 0`` (initialised to ``slope``),
     saturated outside. Loss: MSE + ``l2``·‖v‖² + ``smoothness``·Σ (slope difference)². Adam, mini-batches.
     ``init`` and ``slope`` (g's initial slope everywhere) should start the fit near the data, with
-    ``⟨init, z⟩`` spread over the knots.
+    ``⟨init, z⟩`` spread over the knots. ``learn_vector=False`` keeps ``v = init`` and fits ``g`` alone.
     Returns ``vector`` (unit), ``knots_x`` / ``knots_y`` for the unit vector, ``train_mse`` and
-    ``validation_mse`` (on a held-out fraction).
+    ``validation_mse`` (on a held-out fraction). ``g`` is made constant outside the coordinates the data
+    covers (``min``/``max`` of ``⟨v, z_0⟩`` and ``⟨v, z_T⟩``): where no triplet constrains it, its slopes are
+    only their initial guess, and a calibration must not promise amounts nobody measured.
     """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(deltas.numel(), generator=generator)
@@ -76,11 +78,14 @@ def fit_monotone(inputs_0: torch.Tensor, inputs_t: torch.Tensor, deltas: torch.T
     xs = torch.linspace(-span, span, knots)
     width = xs[1] - xs[0]
     raw = torch.full((knots - 1,), float(torch.log(torch.expm1(torch.tensor(float(slope))))), requires_grad=True)
-    v = (init.clone().float() if init is not None else torch.randn(dim, generator=generator) * 0.1).requires_grad_(True)
+    v = (init.clone().float() if init is not None else torch.randn(dim, generator=generator) * 0.1)
     # Adam moves every coordinate by about lr per step whatever its gradient; v's entries are small
     # (‖v‖ ≈ 0.1 for a unit of δ), so v gets a tenth of g's rate, or it drifts into dimensions the data
     # does not constrain.
-    optimiser = torch.optim.Adam([{"params": [v], "lr": lr * 0.1}, {"params": [raw], "lr": lr}])
+    groups = [{"params": [raw], "lr": lr}]
+    if learn_vector:
+        groups.append({"params": [v.requires_grad_(True)], "lr": lr * 0.1})
+    optimiser = torch.optim.Adam(groups)
 
     def g(s: torch.Tensor) -> torch.Tensor:
         slopes = torch.nn.functional.softplus(raw) + 1e-4
@@ -101,6 +106,8 @@ def fit_monotone(inputs_0: torch.Tensor, inputs_t: torch.Tensor, deltas: torch.T
             optimiser.step()
     with torch.no_grad():
         norm = v.norm()  # the file stores the unit direction: ⟨v, z⟩ = ‖v‖·⟨v̂, z⟩, so knots scale by 1/‖v‖
-        return {"vector": (v / norm).detach(), "knots_x": (xs / norm).detach(), "knots_y": g(xs).detach(),
+        covered = torch.cat([inputs_0[train_idx] @ v, inputs_t[train_idx] @ v])
+        return {"vector": (v / norm).detach(), "knots_x": (xs / norm).detach(),
+                "knots_y": g(xs.clamp(covered.min(), covered.max())).detach(),
                 "train_mse": float(loss_on(train_idx)),
                 "validation_mse": float(loss_on(valid_idx)) if held else float("nan")}

@@ -27,8 +27,18 @@ def measure_amounts(sources: torch.Tensor, edited: torch.Tensor, transform: str,
         raise invalid("images", f"{tuple(sources.shape)} and {tuple(edited.shape)}", "two [N, C, H, W] batches")
     if not high > low or steps < 3:
         raise invalid("search range", (low, high, steps), "low < high and at least 3 steps")
-    apply = get_transform(transform).apply
     sigma = 1.5 * sources.shape[-1] / 64 if sigma is None else sigma
+    # every image is compared with `steps` transformed copies of its source: chunk the images so that the
+    # copies stay near 2**24 values per tensor (64 MiB), whatever the resolution and the batch
+    chunk = max(1, (1 << 24) // (steps * sources[0].numel()))
+    return torch.cat([_register(sources[i:i + chunk], edited[i:i + chunk], transform, low=low, high=high,
+                                steps=steps, sigma=sigma) for i in range(0, sources.shape[0], chunk)])
+
+
+def _register(sources: torch.Tensor, edited: torch.Tensor, transform: str, *, low: float, high: float, steps: int,
+              sigma: float) -> torch.Tensor:
+    """:func:`measure_amounts` for one chunk: grid search over the amounts, refined by a parabola."""
+    apply = get_transform(transform).apply
     candidates = torch.linspace(low, high, steps, dtype=sources.dtype, device=sources.device)
     n, count = sources.shape[0], candidates.shape[0]
     with torch.no_grad():

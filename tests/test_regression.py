@@ -32,6 +32,18 @@ def test_measurement_recovers_known_transforms_of_real_images(faces, name, amoun
     assert (measured - truth).abs().max() < tolerance, (measured, truth)
 
 
+def test_measurement_in_chunks_equals_one_image_at_a_time(faces):
+    # 40 images of 64 px against 81 candidates: measured in chunks of 16 (bounded memory at any size)
+    with torch.no_grad():
+        images = faces.synthesize(faces.sample(40, seed=1))
+    truth = torch.linspace(-0.2, 0.2, 40)
+    shifted, _ = get_transform("shift-x").apply(images, truth)
+    together = measure_amounts(images, shifted, "shift-x", low=-0.3, high=0.3)
+    alone = torch.cat([measure_amounts(images[i:i + 1], shifted[i:i + 1], "shift-x", low=-0.3, high=0.3)
+                       for i in range(40)])
+    assert torch.equal(together, alone) and (together - truth).abs().max() < 1e-3
+
+
 def test_masks_mark_undefined_pixels():
     images = torch.zeros(1, 3, 8, 8)
     moved, mask = get_transform("shift-x").apply(images, torch.tensor([0.25]))

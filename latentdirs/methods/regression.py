@@ -40,7 +40,7 @@ from latentdirs.transforms import get_transform
 def regression(generator, *, transform: str = "shift-x", samples: int = 32, amounts: str | Sequence[float] | None = None,
                iterations: int = 50, lr: float = 0.01, sigma: float | None = None, batch_size: int = 16,
                epochs: int = 100, class_id: int | str | None = None, target: str = "measured",
-               dataset: str | Path | None = None,
+               recalibrate: int = 32, dataset: str | Path | None = None,
                save_dataset: str | Path | None = None, seed: int = 0,
                progress: Callable[[int, int, float], None] | None = None) -> Directions:
     """Discover one calibrated direction for ``transform`` (``shift-x``, ``shift-y``, ``zoom``, …).
@@ -53,6 +53,9 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
         target: what the regression fits — ``"measured"`` (default): the amount each inversion actually
             achieved, found by registration of G(zT) against G(z0); ``"requested"``: the amount asked
             for (the reference's choice, which credits failed inversions with shifts that never happened).
+        recalibrate: closed loop — on this many fresh latents, edit along the fitted v, measure what the
+            edits achieve (registration) and refit g to that, v fixed; 0 keeps g as fitted to the
+            inversions. Needs a transform with a registration (all built-in ones).
         dataset / save_dataset: reuse or keep the trajectory data (safetensors).
         progress: ``progress(done, total, 0.0)`` during the inversion.
     """
@@ -84,11 +87,17 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
     slope = float((deltas * moved).sum() / moved.square().sum())  # g starts as the best straight line
     fit = fit_monotone(data.z0, data.zt, deltas, dim=data.z0.shape[1], epochs=epochs, seed=seed, init=init,
                        slope=slope)
+    fitted_mse = fit["validation_mse"]
+    if recalibrate:
+        reach = float(((data.zt - data.z0) @ fit["vector"]).abs().max())  # how far inversions went along v
+        fit = _recalibrate(generator, fit["vector"], transform, cls, count=recalibrate, reach=reach,
+                           largest=max(abs(a) for a in steps), seed=seed, epochs=epochs)
     knots_y = fit["knots_y"] - fit["knots_y"][len(fit["knots_y"]) // 2]  # g(0) = 0: amounts relative to the origin
     options = {"transform": transform, "samples": samples, "amounts": steps, "iterations": iterations, "lr": lr,
                "sigma": sigma, "batch_size": batch_size, "epochs": epochs, "class_id": cls, "target": target,
                "achieved_per_requested": float((deltas * data.delta).sum() / data.delta.square().sum()),
                "dataset": None if dataset is None else str(dataset), "triplets": int(data.delta.numel()),
+               "recalibrate": recalibrate, "inversion_fit_validation_mse": fitted_mse,
                "train_mse": fit["train_mse"], "validation_mse": fit["validation_mse"],
                "inversion_error_median": float(data.error.median())}
     calibration = {"kind": KIND, "transform": transform, "factor": spec.factor, "units": spec.units,
@@ -97,6 +106,40 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
                                   options=options, space="z", seed=seed,
                                   calibration={"knots_x": fit["knots_x"], "knots_y": knots_y},
                                   calibration_meta=calibration)
+
+
+def _recalibrate(generator, vector: torch.Tensor, transform: str, cls: int | None, *, count: int, reach: float,
+                 largest: float, seed: int, epochs: int, offsets: int = 8) -> dict[str, torch.Tensor | float]:
+    """Refit g on measured edits: ``count`` fresh latents moved by ``offsets`` strengths in ±1.5·reach
+    along the unit ``vector``, the achieved amount of each found by registration; v stays fixed."""
+    from latentdirs.measure import measure_amounts
+
+    z = generator.sample(count, seed=seed + 104_729, classes=cls)  # disjoint from the inversion's seeds
+    z = z * torch.clamp(math.sqrt(z.shape[1]) / z.norm(dim=1, keepdim=True), max=1.0)
+    steps = torch.linspace(-1.5 * reach, 1.5 * reach, offsets + 1)
+    steps = steps[steps.abs() > 1e-9]  # the zero offset measures nothing
+    vector = vector.to(z)
+    z0 = z.repeat_interleave(len(steps), dim=0)
+    zt = z0 + steps.repeat(count).unsqueeze(1).to(z) * vector
+    span = 1.5 * largest
+    achieved = []
+    with torch.no_grad():
+        for start in range(0, count):
+            sources = generator.synthesize(z[start:start + 1].to(generator.device), classes=cls)
+            edited = generator.synthesize(zt[start * len(steps):(start + 1) * len(steps)].to(generator.device),
+                                          classes=cls)
+            achieved.append(measure_amounts(sources.expand_as(edited), edited, transform, low=-span, high=span,
+                                            steps=31).cpu())
+    deltas = torch.cat(achieved)
+    # a registration at the edge of its search range says "at least this much", not how much
+    measured = deltas.abs() < 0.97 * span
+    z0, zt, deltas = z0[measured], zt[measured], deltas[measured]
+    covered = float(torch.cat([z0 @ vector, zt @ vector]).abs().max())
+    init = vector * (4.5 / covered)  # g's knots (±5 in ⟨init, z⟩) then cover every measured coordinate
+    moved = (zt - z0) @ init
+    slope = float((deltas * moved).sum() / moved.square().sum().clamp_min(1e-12))
+    return fit_monotone(z0, zt, deltas, dim=z.shape[1], epochs=epochs, seed=seed, init=init,
+                        slope=max(slope, 1e-3), learn_vector=False)
 
 
 def _achieved(generator, data: TrajectoryData, cls: int | None, largest: float, chunk: int = 16) -> torch.Tensor:
