@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -43,6 +44,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
       latentdirs edit faces.safetensors --indices 0-3 --seeds 0-5 -o out/
     """
     ctx.ensure_object(dict)["debug"] = debug
+    if not debug:  # one line per warning, without the source line of the library that raised it
+        warnings.formatwarning = lambda message, category, *_: f"warning: {message}\n"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
 
 

@@ -104,6 +104,23 @@ def test_calibrated_steps_invert_a_known_map():
     assert clamped[0] == pytest.approx(3.0)
 
 
+def test_fit_promises_nothing_outside_the_measured_coordinates():
+    from latentdirs.calibration import fit_monotone, interpolate
+
+    # δ = 0.1·(s_T − s_0) along the first axis, measured only for coordinates s in [-1, 1]
+    draws = torch.Generator().manual_seed(0)
+    z0 = torch.rand(400, 3, generator=draws) * 1.6 - 0.8
+    zt = z0.clone()
+    zt[:, 0] = (z0[:, 0] + torch.rand(400, generator=draws) * 0.4 - 0.2).clamp(-1, 1)
+    fit = fit_monotone(z0, zt, 0.1 * (zt[:, 0] - z0[:, 0]), dim=3, init=torch.tensor([2.5, 0.0, 0.0]), slope=0.04,
+                       learn_vector=False, epochs=60)
+    g = lambda s: interpolate(torch.tensor([s]), fit["knots_x"], fit["knots_y"]).item()  # noqa: E731
+    assert torch.equal(fit["vector"], torch.tensor([1.0, 0.0, 0.0]))  # v kept
+    assert g(0.5) - g(-0.5) == pytest.approx(0.1, abs=0.01)  # the measured slope
+    assert g(1.7) == g(1.0) and g(-1.7) == g(-1.0)  # saturated beyond the data: no unmeasured promises
+    assert fit["knots_y"][-1] - fit["knots_y"][0] == pytest.approx(0.2, abs=0.02)
+
+
 def test_dataset_reuse(calibrated, tmp_path):
     synthetic, directions, _, dataset = calibrated
     again = latentdirs.discover(synthetic, "regression", transform="shift-x", dataset=dataset)
