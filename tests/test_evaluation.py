@@ -88,9 +88,11 @@ def test_calibrated_file_gets_its_accuracy_table_and_chart(calibrated, tmp_path)
     results = evaluate([path], device="cpu", **dict(FAST, top=3, pairs=200, epochs=1))
     item = results["generators"]["synthetic"][0]
     assert item["vp"] is None  # one direction: nothing to tell apart
-    rows = {round(r["requested"], 3): r["mean"] for r in item["calibration"]}
-    assert sorted(rows) == [-0.2, -0.1, 0.0, 0.1, 0.2]
-    assert all(abs(rows[a] - a) < 0.03 for a in rows), rows  # shift-x edits land within 3 % of the width
-    assert "Calibration of shift.safetensors" in markdown(results) and "| +0.200 |" in markdown(results)
+    low, high = calibrated[1].meta["calibration"]["range"]
+    reach = 0.5 * min(-low, high)  # requests up to half the calibrated range (≈ 0.16 of the width here)
+    rows = {r["requested"]: r["mean"] for r in item["calibration"]}
+    assert sorted(rows) == pytest.approx([-reach, -reach / 2, 0.0, reach / 2, reach])
+    assert all(abs(rows[a] - a) < 0.01 for a in rows), rows  # shift-x edits land within 1 % of the width
+    assert "Calibration of shift.safetensors" in markdown(results) and f"| {reach:+.3f} |" in markdown(results)
     page = write_report(results, tmp_path).read_text()
     assert page.count('alt="calibration chart"') == 1

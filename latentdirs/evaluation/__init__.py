@@ -46,13 +46,19 @@ def evaluate_directions(generator, directions: Directions, *, top: int = 8, pair
     truth = getattr(generator, "true_directions", None)
     if truth is not None:
         result["ground_truth"] = ground_truth(truth, directions.vectors)
-    if directions.meta.get("calibration"):
+    calibration = directions.meta.get("calibration")
+    if calibration:
         from latentdirs.measure import measure_calibration
 
-        rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=[-0.2, -0.1, 0.0, 0.1, 0.2],
-                                   clamp=True)
-        result["calibration"] = [row.__dict__ for row in rows]
-        result["calibration_units"] = directions.meta["calibration"].get("units", "")
+        # requests within half the calibrated range: most seeds can take them without clamping, so the
+        # table shows the calibration's accuracy, not what happens at the edge of what was measured
+        low, high = calibration["range"]
+        reach = 0.5 * min(-low, high)
+        if reach > 0:
+            amounts = [-reach, -reach / 2, 0.0, reach / 2, reach]
+            rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts, clamp=True)
+            result["calibration"] = [row.__dict__ for row in rows]
+            result["calibration_units"] = calibration.get("units", "")
     return result
 
 

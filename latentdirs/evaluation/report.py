@@ -36,7 +36,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
         for item in files:
             if item.get("calibration"):
-                lines += [f"Calibration of {Path(item['file']).name} (`latentdirs measure`, 16 seeds):", "",
+                lines += [f"Calibration of {Path(item['file']).name} (`latentdirs measure`, 16 seeds, requests up to "
+                          f"half the calibrated range):", "",
                           "| requested | achieved mean | std |", "|---|---|---|"]
                 lines += [f"| {r['requested']:+.3f} | {r['mean']:+.4f} | {r['std']:.4f} |" for r in item["calibration"]]
                 lines.append("")
