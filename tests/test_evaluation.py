@@ -79,6 +79,7 @@ def test_cli_table_json_and_report(files, tmp_path, cli_runner):
     assert invoke(cli_runner, *args, "--report", tmp_path / "r").exit_code == 0
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("<svg") >= 4 and "data:image/png;base64," in page and "http" not in page
+    assert page.count('<div class="file">') == 1 and '<div class="files">' in page  # files in columns
 
 
 def test_calibrated_file_gets_its_accuracy_table_and_chart(calibrated, tmp_path):

@@ -99,24 +99,28 @@ def write_report(results: dict[str, Any], folder: str | Path) -> Path:
                                   [Path(f["file"]).stem[:14] for f in scored] + ["random"],
                                   "variation predictability (random = floor of the first file's size)"))
         sections.append("<pre>" + html.escape(markdown({"generators": {spec: files}, "errors": []})) + "</pre>")
+        columns = []  # one column per file, side by side
         for item in files:
             profile = item["profile"]
             names = [f"d{i}" for i in range(len(profile))]
             directions = Directions.load(item["file"], generator=generator)
-            sections.append(f"<h3>{html.escape(Path(item['file']).name)} ({html.escape(str(item['method']))})</h3>")
+            column = [f"<h3>{html.escape(Path(item['file']).name)} ({html.escape(str(item['method']))})</h3>"]
             for key in ("change", "linearity", "area"):
-                sections.append(_bars([p[key] or 0.0 for p in profile], names,
-                                      key if key == "change" else f"{key} (inert directions shown as 0)"))
+                column.append(_bars([p[key] or 0.0 for p in profile], names,
+                                    key if key == "change" else f"{key} (inert directions shown as 0)"))
             if item.get("calibration"):
                 rows = "".join(f"<tr><td>{r['requested']:+.3f}</td><td>{r['mean']:+.4f}</td><td>{r['std']:.4f}</td></tr>"
                                for r in item["calibration"])
-                sections.append(f"<table><tr><th>requested</th><th>achieved</th><th>std</th></tr>{rows}</table>")
-                sections.append(f'<p><img alt="calibration chart" src="data:image/png;base64,{_calibration_png(item)}"/></p>')
-            sections.append(f'<p><img alt="edit grid" src="data:image/png;base64,{_grid_png(generator, directions)}"/></p>')
+                column.append(f"<table><tr><th>requested</th><th>achieved</th><th>std</th></tr>{rows}</table>")
+                column.append(f'<p><img alt="calibration chart" src="data:image/png;base64,{_calibration_png(item)}"/></p>')
+            column.append(f'<p><img alt="edit grid" src="data:image/png;base64,{_grid_png(generator, directions)}"/></p>')
+            columns.append('<div class="file">' + "\n".join(column) + "</div>")
+        sections.append('<div class="files">' + "\n".join(columns) + "</div>")
     for error in results["errors"]:
         sections.append(f"<p>Not evaluated: {html.escape(error['file'])}: {html.escape(error['error'])}</p>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>latentdirs evaluation</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}svg{margin:4px}</style></head><body>"
+            "<style>body{font-family:sans-serif;margin:1em}svg{margin:4px}.files{display:flex;gap:24px;"
+            "align-items:flex-start;overflow-x:auto}.file{flex:0 0 auto}pre{overflow-x:auto}</style></head><body>"
             + "\n".join(sections) + "</body></html>")
     path = Path(folder) / "report.html"
     write_text_atomic(path, page)
