@@ -41,7 +41,7 @@ def main() -> None:
     generator = load_generator("dcgan-faces", device="cpu")
     vectors = Directions.load(path, generator=generator).vectors[:8]
     floor = random_basis(8, vectors.shape[1], 1000)
-    options = dict(count=1000, strength=3.0, seed=0, space="z", layers=None, class_id=None)
+    options = dict(count=1000, strength=(1.5, 3.0), seed=0, space="z", layers=None, class_id=None)
     shared = _pair_differences(generator, [vectors, floor], **options)[0]
     separate = [_pair_differences(generator, [v], **options)[0][0] for v in (vectors, floor)]
     same = max(float((a - b).abs().max()) for a, b in zip(shared, separate))

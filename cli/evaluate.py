@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentdirs.cli.params import DEVICE
+from latentdirs.cli.params import DEVICE, STRENGTH_RANGE
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
@@ -20,13 +20,14 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
 @click.option("--pairs", type=click.IntRange(min=50), default=2000, help="VP image pairs per run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, help="VP training epochs.")
 @click.option("--vp-seeds", type=click.IntRange(min=1), default=2, help="VP runs averaged.")
-@click.option("--strength", type=float, default=3.0, help="Largest strength of the pairs and profiles.")
+@click.option("--strength", type=STRENGTH_RANGE, default="3",
+              help="Strengths of the VP pairs, LOW:HIGH (HIGH alone means HIGH/2:HIGH); profiles use ±HIGH, ±HIGH/2.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write a self-contained HTML report into this directory.")
 @click.option("--device", type=DEVICE, default="auto")
 def evaluate_command(files: tuple[Path, ...], generator_spec: str | None, seed: int, top: int, pairs: int, epochs: int,
-                    vp_seeds: int, strength: float, as_json: bool, report: Path | None, device: str) -> None:
+                    vp_seeds: int, strength: tuple[float, float], as_json: bool, report: Path | None, device: str) -> None:
     """Evaluate direction files on their generators; files of different generators are reported apart.
 
     \b

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from latentdirs.errors import SpecError
-from latentdirs.specs import parse_alphas, parse_index_spec, parse_option
+from latentdirs.specs import parse_alphas, parse_index_spec, parse_option, parse_strength_range
 
 
 class _SpecType(click.ParamType):
@@ -27,4 +27,5 @@ class _SpecType(click.ParamType):
 INDEX_SPEC = _SpecType("SPEC", parse_index_spec)
 ALPHA_SPEC = _SpecType("START:STOP:NUM", parse_alphas)
 OPTION = _SpecType("KEY=VALUE", parse_option)
+STRENGTH_RANGE = _SpecType("[LOW:]HIGH", parse_strength_range)
 DEVICE = click.Choice(["auto", "cpu", "cuda", "mps"], case_sensitive=False)

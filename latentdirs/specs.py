@@ -109,6 +109,32 @@ def _parse_linspace(stripped: str, text: Any, param: str) -> list[float]:
     return [round(start + i * step, 10) for i in range(num)]
 
 
+_STRENGTH_HELP = "HIGH or LOW:HIGH with 0 < LOW ≤ HIGH, e.g. '3' (meaning 1.5:3) or '1:3'"
+
+
+def parse_strength_range(text: str | float | tuple[float, float], *, param: str = "strength") -> tuple[float, float]:
+    """``"3"`` → ``(1.5, 3.0)`` (a single number means [HIGH/2, HIGH]); ``"1:3"`` → ``(1.0, 3.0)``."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        parts: list[Any] = [float(text) / 2, float(text)]
+    elif isinstance(text, (tuple, list)) and len(text) == 2:
+        parts = list(text)
+    elif isinstance(text, str):
+        pieces = text.split(":")
+        if len(pieces) > 2:
+            raise invalid(param, text, _STRENGTH_HELP, "It has more than two parts", cls=SpecError)
+        try:
+            numbers = [float(piece) for piece in pieces]
+        except ValueError:
+            raise invalid(param, text, _STRENGTH_HELP, cls=SpecError) from None
+        parts = [numbers[0] / 2, numbers[0]] if len(numbers) == 1 else numbers
+    else:
+        raise invalid(param, text, _STRENGTH_HELP, cls=SpecError)
+    low, high = (float(x) for x in parts)
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise invalid(param, text, _STRENGTH_HELP, "Both ends must be finite, positive and in order", cls=SpecError)
+    return low, high
+
+
 def split_generator_spec(spec: str) -> tuple[str, str | None]:
     """Split ``"biggan:biggan-deep-256"`` into ``("biggan", "biggan-deep-256")``; ``"synthetic"`` → ``("synthetic", None)``."""
     if not isinstance(spec, str) or not spec.strip():

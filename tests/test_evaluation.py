@@ -80,6 +80,8 @@ def test_cli_table_json_and_report(files, tmp_path, cli_runner):
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("<svg") >= 4 and "data:image/png;base64," in page and "http" not in page
     assert page.count('<div class="file">') == 1 and '<div class="files">' in page  # files in columns
+    bad = invoke(cli_runner, *args, "--strength", "3:1")
+    assert bad.exit_code == 2 and "--strength: got '3:1'" in bad.output and "LOW:HIGH" in bad.output
 
 
 def test_calibrated_file_gets_its_accuracy_table_and_chart(calibrated, tmp_path):

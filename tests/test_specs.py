@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from latentdirs.errors import SpecError
-from latentdirs.specs import parse_alphas, parse_index_spec, parse_option, split_generator_spec
+from latentdirs.specs import parse_alphas, parse_index_spec, parse_option, parse_strength_range, split_generator_spec
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -59,6 +59,22 @@ def test_alphas_parse(text, expected):
 def test_alphas_refuse(text, fragment):
     with pytest.raises(SpecError, match="alphas: got") as caught:
         parse_alphas(text)
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("text, expected", [("3", (1.5, 3.0)), ("1:3", (1.0, 3.0)), ("2:2", (2.0, 2.0)),
+                                            (4.0, (2.0, 4.0)), ((0.5, 1.0), (0.5, 1.0))])
+def test_strength_range_parses(text, expected):
+    assert parse_strength_range(text) == expected
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("3:1", "positive and in order"), ("0", "positive and in order"), ("-1:2", "positive and in order"),
+    ("1:2:3", "more than two parts"), ("x", "HIGH or LOW:HIGH"), ("inf", "finite"),
+])
+def test_strength_range_refuses(text, fragment):
+    with pytest.raises(SpecError, match="strength: got") as caught:
+        parse_strength_range(text)
     assert fragment in str(caught.value)
 
 

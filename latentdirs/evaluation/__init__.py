@@ -22,8 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_directions(generator, directions: Directions, *, top: int = 8, pairs: int = 2000, epochs: int = 4,
-                        vp_seeds: int = 2, strength: float = 3.0, seed: int = 0) -> dict[str, Any]:
-    """All metrics for the first ``top`` directions of one file on its generator."""
+                        vp_seeds: int = 2, strength: float | tuple[float, float] = 3.0, seed: int = 0) -> dict[str, Any]:
+    """All metrics for the first ``top`` directions of one file on its generator.
+
+    ``strength``: the VP pairs' |δ| range ``(low, high)``, or ``high`` for ``(high/2, high)``; the effect
+    profile steps by ±high and ±high/2."""
+    from latentdirs.specs import parse_strength_range
+
+    strength = parse_strength_range(strength)
     vectors = directions.vectors[:top].to(generator.device)
     common = {"space": directions.space, "layers": directions.layers,
               "class_id": generator.resolve_class(None)}
@@ -41,7 +47,7 @@ def evaluate_directions(generator, directions: Directions, *, top: int = 8, pair
         "vp_chance": 1 / len(vectors),
         "seconds": {"render": sum(r["render_seconds"] for r in runs + floors),
                     "train": sum(r["train_seconds"] for r in runs + floors)},
-        "profile": effect_profile(generator, vectors, strength=strength, seed=seed, **common),
+        "profile": effect_profile(generator, vectors, strength=strength[1], seed=seed, **common),
     }
     truth = getattr(generator, "true_directions", None)
     if truth is not None:

@@ -1,7 +1,7 @@
 """Variation predictability (Zhu et al., ECCV 2020): can a small CNN tell which direction changed?
 
 Pairs of images differ along exactly one direction of a set: ``G(x)`` and ``G(x + δ·q_k)`` with ``k``
-uniform and ``|δ|`` uniform in [strength/2, strength]. A small CNN learns ``k`` from the difference
+uniform and ``|δ|`` uniform in ``strength = (low, high)``. A small CNN learns ``k`` from the difference
 image (downsampled to 32 px); VP is its accuracy on held-out pairs. Chance is 1/K; the floor reported
 beside it is the same procedure on a random orthonormal basis of the same size.
 """
@@ -23,7 +23,8 @@ def random_basis(count: int, dim: int, seed: int) -> torch.Tensor:
     return (q * torch.sign(torch.diagonal(r))).T.contiguous()
 
 
-def _pair_differences(generator, vector_sets: Sequence[torch.Tensor], *, count: int, strength: float, seed: int,
+def _pair_differences(generator, vector_sets: Sequence[torch.Tensor], *, count: int,
+                      strength: tuple[float, float], seed: int,
                       space: str, layers: list[int] | None, class_id: int | None,
                       batch: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Difference images ``[count, 3, 32, 32]`` per set of ``[K, D]`` directions, and the labels ``[count]``.
@@ -32,7 +33,8 @@ def _pair_differences(generator, vector_sets: Sequence[torch.Tensor], *, count: 
     and shared (the floor costs one render per pair instead of two)."""
     draws = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, vector_sets[0].shape[0], (count,), generator=draws)
-    magnitudes = strength * (0.5 + 0.5 * torch.rand(count, generator=draws))
+    low, high = strength
+    magnitudes = low + (high - low) * torch.rand(count, generator=draws)
     signs = torch.randint(0, 2, (count,), generator=draws) * 2 - 1
     latents = generator.sample(count, seed=seed, space=space, classes=class_id)
     differences: list[list[torch.Tensor]] = [[] for _ in vector_sets]
@@ -64,7 +66,8 @@ class _PairNet(nn.Module):
 
 
 def variation_predictability(generator, vector_sets: Sequence[torch.Tensor], *, pairs: int = 2000, epochs: int = 4,
-                             strength: float = 3.0, seed: int = 0, space: str = "z", layers: list[int] | None = None,
+                             strength: tuple[float, float] = (1.5, 3.0), seed: int = 0, space: str = "z",
+                             layers: list[int] | None = None,
                              class_id: int | None = None) -> list[dict[str, float]]:
     """VP of each set of directions ``[K, D]`` (all of the same K) on the same pairs' latents and labels.
 
