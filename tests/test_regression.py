@@ -160,8 +160,11 @@ def test_cli_transform_option_and_transform_list(tmp_path, cli_runner):
     assert listed.exit_code == 0 and all(name in listed.output for name in list_transforms())
     out = tmp_path / "zoom.safetensors"
     made = invoke(cli_runner, "discover", "synthetic", "-m", "regression", "--transform", "zoom", "--opt", "samples=4",
-                  "--opt", "iterations=5", "--opt", "epochs=5", "--opt", "amounts=[0.1]", "--device", "cpu", "-o", out)
+                  "--opt", "iterations=5", "--opt", "epochs=5", "--opt", "amounts=[0.1]", "--opt", "recalibrate=4", "--device", "cpu", "-o", out)
     assert made.exit_code == 0, made.output
-    assert Directions.load(out).meta["calibration"]["transform"] == "zoom"
+    header = Directions.load(out).meta
+    assert header["calibration"]["transform"] == "zoom" and header["method"]["options"]["recalibrated"] is True
+    negative = invoke(cli_runner, "discover", "synthetic", "-m", "regression", "--opt", "recalibrate=-1", "-o", out)
+    assert negative.exit_code == 1 and "recalibrate: got -1" in negative.output
     wrong = invoke(cli_runner, "discover", "synthetic", "-m", "sefa", "--transform", "zoom", "-o", tmp_path / "s.safetensors")
     assert wrong.exit_code == 1 and "'transform'" in wrong.output and "allowed: num_directions" in wrong.output

@@ -24,6 +24,7 @@ inversion is a measured choice for this CPU (see benchmarks/bench_regression.py)
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -63,6 +64,8 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
     steps = list(spec.default_amounts) if amounts is None else parse_alphas(amounts, param="amounts")
     if generator.default_space != "z" or samples < 2:
         raise invalid("regression", (generator.default_space, samples), "a generator sampled in z and samples ≥ 2")
+    if isinstance(recalibrate, bool) or not isinstance(recalibrate, int) or recalibrate < 0:
+        raise invalid("recalibrate", recalibrate, "a count of fresh latents ≥ 0 (0: keep the inversions' fit)")
     cls = generator.resolve_class(class_id)
     if dataset is not None:
         data = TrajectoryData.load(dataset)
@@ -88,16 +91,22 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
     fit = fit_monotone(data.z0, data.zt, deltas, dim=data.z0.shape[1], epochs=epochs, seed=seed, init=init,
                        slope=slope)
     fitted_mse = fit["validation_mse"]
-    if recalibrate:
-        reach = float(((data.zt - data.z0) @ fit["vector"]).abs().max())  # how far inversions went along v
-        fit = _recalibrate(generator, fit["vector"], transform, cls, count=recalibrate, reach=reach,
-                           largest=max(abs(a) for a in steps), seed=seed, epochs=epochs)
+    reach = float(((data.zt - data.z0) @ fit["vector"]).abs().max())  # how far inversions went along v
+    recalibrated = None
+    if recalibrate and reach > 0:
+        recalibrated = _recalibrate(generator, fit["vector"], transform, cls, count=recalibrate, reach=reach,
+                                    largest=max(abs(a) for a in steps), seed=seed, epochs=epochs)
+    if recalibrate and recalibrated is None:
+        warnings.warn("regression: no edit along the fitted direction could be measured; the calibration is "
+                      "the inversions' fit, not recalibrated", stacklevel=2)
+    fit = recalibrated or fit
     knots_y = fit["knots_y"] - fit["knots_y"][len(fit["knots_y"]) // 2]  # g(0) = 0: amounts relative to the origin
     options = {"transform": transform, "samples": samples, "amounts": steps, "iterations": iterations, "lr": lr,
                "sigma": sigma, "batch_size": batch_size, "epochs": epochs, "class_id": cls, "target": target,
                "achieved_per_requested": float((deltas * data.delta).sum() / data.delta.square().sum()),
                "dataset": None if dataset is None else str(dataset), "triplets": int(data.delta.numel()),
-               "recalibrate": recalibrate, "inversion_fit_validation_mse": fitted_mse,
+               "recalibrate": recalibrate, "recalibrated": recalibrated is not None,
+               "inversion_fit_validation_mse": fitted_mse,
                "train_mse": fit["train_mse"], "validation_mse": fit["validation_mse"],
                "inversion_error_median": float(data.error.median())}
     calibration = {"kind": KIND, "transform": transform, "factor": spec.factor, "units": spec.units,
@@ -109,9 +118,10 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
 
 
 def _recalibrate(generator, vector: torch.Tensor, transform: str, cls: int | None, *, count: int, reach: float,
-                 largest: float, seed: int, epochs: int, offsets: int = 8) -> dict[str, torch.Tensor | float]:
+                 largest: float, seed: int, epochs: int, offsets: int = 8) -> dict[str, torch.Tensor | float] | None:
     """Refit g on measured edits: ``count`` fresh latents moved by ``offsets`` strengths in ±1.5·reach
-    along the unit ``vector``, the achieved amount of each found by registration; v stays fixed."""
+    along the unit ``vector``, the achieved amount of each found by registration; v stays fixed.
+    None when fewer than 4 edits could be measured."""
     from latentdirs.measure import measure_amounts
 
     z = generator.sample(count, seed=seed + 104_729, classes=cls)  # disjoint from the inversion's seeds
@@ -134,6 +144,8 @@ def _recalibrate(generator, vector: torch.Tensor, transform: str, cls: int | Non
     # a registration at the edge of its search range says "at least this much", not how much
     measured = deltas.abs() < 0.97 * span
     z0, zt, deltas = z0[measured], zt[measured], deltas[measured]
+    if deltas.numel() < 4:
+        return None
     covered = float(torch.cat([z0 @ vector, zt @ vector]).abs().max())
     init = vector * (4.5 / covered)  # g's knots (±5 in ⟨init, z⟩) then cover every measured coordinate
     moved = (zt - z0) @ init
