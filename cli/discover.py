@@ -35,7 +35,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "sho
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Direction file to write (.safetensors).")
 def discover_command(generator_spec: str, method: str, num_directions: int | None, layers: list[int] | None,
-                     space: str | None, seed: int | None, transform: str | None, options: tuple[tuple[str, Any], ...], resume: bool,
+                     space: str | None, seed: int | None, transform: str | None,
+                     options: tuple[tuple[str, Any], ...], resume: bool,
                      generator_options: tuple[tuple[str, Any], ...], device: str, out: Path) -> None:
     """Discover directions in GENERATOR's latent space and write them to a direction file.
 
@@ -58,8 +59,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
     check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
     chosen: dict[str, Any] = dict(options)
     for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed),
-                       ("transform", transform),
-                       ("resume", resume or None)):
+                       ("transform", transform), ("resume", resume or None)):
         if value is not None:
             chosen[key] = value
     generator = load_generator(generator_spec, device=device, **dict(generator_options))

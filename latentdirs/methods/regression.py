@@ -11,14 +11,17 @@ variations", ICLR 2020 (arXiv 2001.10238). Reference code: the authors' TensorFl
 2. Regression (:func:`latentdirs.calibration.fit_monotone`): a direction v and a monotone piecewise-
    linear g with ``δt = g(⟨v, zT⟩) − g(⟨v, z0⟩)``, an L2 term on v, a smoothness term on g's slopes;
    validation error on a held-out fifth.
-3. The direction file stores the unit v and g's knots (``calibration.knots_x/knots_y``), so
+3. Closed-loop recalibration (``recalibrate`` fresh latents): edit along v, measure what the edits
+   achieve by registration, refit g to that with v fixed, so the stored range is what edits do.
+4. The direction file stores the unit v and g's knots (``calibration.knots_x/knots_y``), so
    ``latentdirs edit FILE --amounts -0.2:0.2:5`` moves each seed by the requested amount.
 
 Deviations from the reference: v starts along the least-squares displacement per unit δt (scaled so
 ⟨v, z⟩ spreads over g's knots) and g as the best straight line; v learns at a tenth of g's rate (Adam
 would otherwise let it drift into dimensions the data leaves free); default amounts 0.05 … 0.25
-(the reference's 0.1 … 0.5 asks for shifts of half the image); the calibration is kept and used (the reference code discarded it); batch size for the
-inversion is a measured choice for this CPU (see benchmarks/bench_regression.py).
+(the reference's 0.1 … 0.5 asks for shifts of half the image); the calibration is recalibrated on
+measured edits, kept and used (the reference code discarded it); batch size for the inversion is a
+measured choice for this CPU (see benchmarks/bench_regression.py).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
             for (the reference's choice, which credits failed inversions with shifts that never happened).
         recalibrate: closed loop — on this many fresh latents, edit along the fitted v, measure what the
             edits achieve (registration) and refit g to that, v fixed; 0 keeps g as fitted to the
-            inversions. Needs a transform with a registration (all built-in ones).
+            inversions.
         dataset / save_dataset: reuse or keep the trajectory data (safetensors).
         progress: ``progress(done, total, 0.0)`` during the inversion.
     """
@@ -134,10 +137,9 @@ def _recalibrate(generator, vector: torch.Tensor, transform: str, cls: int | Non
     span = 1.5 * largest
     achieved = []
     with torch.no_grad():
-        for start in range(0, count):
-            sources = generator.synthesize(z[start:start + 1].to(generator.device), classes=cls)
-            edited = generator.synthesize(zt[start * len(steps):(start + 1) * len(steps)].to(generator.device),
-                                          classes=cls)
+        for k in range(count):  # one latent and its edits per call: the source is rendered once
+            sources = generator.synthesize(z[k:k + 1].to(generator.device), classes=cls)
+            edited = generator.synthesize(zt[k * len(steps):(k + 1) * len(steps)].to(generator.device), classes=cls)
             achieved.append(measure_amounts(sources.expand_as(edited), edited, transform, low=-span, high=span,
                                             steps=31).cpu())
     deltas = torch.cat(achieved)
