@@ -76,6 +76,15 @@ def accuracy_table(requested: torch.Tensor, achieved: torch.Tensor) -> list[Accu
     return rows
 
 
+def probe_amounts(calibration: dict) -> list[float] | None:
+    """Requests ``[-a, -a/2, 0, a/2, a]`` with a = half the smaller side of a file's calibrated ``range``
+    (header ``calibration``), so most seeds can take them without clamping; None if the range does not
+    straddle 0."""
+    low, high = calibration["range"]
+    reach = 0.5 * min(-low, high)
+    return [-reach, -reach / 2, 0.0, reach / 2, reach] if reach > 0 else None
+
+
 def measure_calibration(generator, directions, *, seeds: list[int], amounts: list[float],
                         clamp: bool = False, batch_size: int = 32) -> list[AccuracyRow]:
     """For a calibrated direction file: request each amount on each seed and measure what was achieved.

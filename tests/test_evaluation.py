@@ -99,3 +99,10 @@ def test_calibrated_file_gets_its_accuracy_table_and_chart(calibrated, tmp_path)
     assert "Calibration of shift.safetensors" in markdown(results) and f"| {reach:+.3f} |" in markdown(results)
     page = write_report(results, tmp_path).read_text()
     assert page.count('alt="calibration chart"') == 1
+
+
+def test_probe_amounts_stay_inside_half_the_range():
+    from latentdirs.measure import probe_amounts
+
+    assert probe_amounts({"range": [-0.2, 0.4]}) == pytest.approx([-0.1, -0.05, 0.0, 0.05, 0.1])
+    assert probe_amounts({"range": [0.0, 0.3]}) is None  # a range that cannot go both ways

@@ -54,14 +54,12 @@ def evaluate_directions(generator, directions: Directions, *, top: int = 8, pair
         result["ground_truth"] = ground_truth(truth, directions.vectors)
     calibration = directions.meta.get("calibration")
     if calibration:
-        from latentdirs.measure import measure_calibration
+        from latentdirs.measure import measure_calibration, probe_amounts
 
-        # requests within half the calibrated range: most seeds can take them without clamping, so the
-        # table shows the calibration's accuracy, not what happens at the edge of what was measured
-        low, high = calibration["range"]
-        reach = 0.5 * min(-low, high)
-        if reach > 0:
-            amounts = [-reach, -reach / 2, 0.0, reach / 2, reach]
+        # requests within half the calibrated range, so the table shows the calibration's accuracy, not
+        # what happens at the edge of what was measured
+        amounts = probe_amounts(calibration)
+        if amounts is not None:
             rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts, clamp=True)
             result["calibration"] = [row.__dict__ for row in rows]
             result["calibration_units"] = calibration.get("units", "")

@@ -62,16 +62,30 @@ def _bars(values: list[float], labels: list[str], title: str, width: int = 360, 
 
 
 def _grid_png(generator, directions, count: int = 4) -> str:
+    """The top ``count`` directions at strengths ±3, ±1.5, 0 for seed 0 — or, for a calibrated file, at
+    amounts 0, ±a/2, ±a (a = half the calibrated range, as in the calibration table)."""
+    import warnings
+
     from latentdirs.edit import traverse
     from latentdirs.images import compose_grid, to_uint8
+    from latentdirs.measure import probe_amounts
     from latentdirs.png import encode_png
 
-    alphas = [-3.0, -1.5, 0.0, 1.5, 3.0]
+    calibration = directions.meta.get("calibration")
+    amounts = probe_amounts(calibration) if calibration else None
     indices = list(range(min(count, len(directions))))
-    tiles = np.concatenate([to_uint8(b.images) for b in traverse(generator, directions, seeds=[0], indices=indices,
-                                                                    alphas=alphas)])
-    grid = compose_grid(tiles.reshape(len(indices), len(alphas), *tiles.shape[1:]),
-                        row_labels=[directions.label_of(i) for i in indices], column_labels=[f"{a:+g}" for a in alphas])
+    if amounts is not None:
+        steps = amounts
+        request = {"amounts": steps, "clamp_amounts": True}
+    else:
+        steps = [-3.0, -1.5, 0.0, 1.5, 3.0]
+        request = {"alphas": steps}
+    with warnings.catch_warnings():  # a seed clamped to its range is still shown, as the table's are
+        warnings.simplefilter("ignore")
+        tiles = np.concatenate([to_uint8(b.images) for b in traverse(generator, directions, seeds=[0],
+                                                                        indices=indices, **request)])
+    grid = compose_grid(tiles.reshape(len(indices), len(steps), *tiles.shape[1:]),
+                        row_labels=[directions.label_of(i) for i in indices], column_labels=[f"{a:+.3g}" for a in steps])
     return base64.b64encode(encode_png(grid.pixels)).decode()
 
 
