@@ -46,16 +46,17 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _bars(values: list[float], labels: list[str], title: str, width: int = 360, height: int = 140) -> str:
-    """An inline SVG bar chart."""
+def _bars(values: list[float], labels: list[str], title: str, width: int = 360, height: int = 140,
+          colors: list[str] | None = None) -> str:
+    """An inline SVG bar chart (``colors`` per bar, default all blue)."""
     top = max(values + [1e-12])
     bar = (width - 20) / max(len(values), 1)
     parts = [f'<svg width="{width}" height="{height + 30}" role="img" aria-label="{html.escape(title)}">',
              f'<text x="4" y="12" font-size="11">{html.escape(title)}</text>']
-    for i, (value, label) in enumerate(zip(values, labels)):
+    for i, (value, label, color) in enumerate(zip(values, labels, colors or ["#3a6fc4"] * len(values))):
         h = (height - 30) * value / top
         x = 10 + i * bar
-        parts.append(f'<rect x="{x + 2:.1f}" y="{height - h:.1f}" width="{bar - 4:.1f}" height="{h:.1f}" fill="#3a6fc4"/>')
+        parts.append(f'<rect x="{x + 2:.1f}" y="{height - h:.1f}" width="{bar - 4:.1f}" height="{h:.1f}" fill="{color}"/>')
         parts.append(f'<text x="{x + bar / 2:.1f}" y="{height + 12}" font-size="9" text-anchor="middle">{html.escape(label)}</text>')
         parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - h - 3:.1f}" font-size="8" text-anchor="middle">{value:.3g}</text>')
     return "".join(parts) + "</svg>"
@@ -108,10 +109,11 @@ def write_report(results: dict[str, Any], folder: str | Path) -> Path:
         generator = load_generator(spec, device="cpu")
         sections.append(f"<h2>{html.escape(spec)}</h2><h3>Compare</h3>")
         scored = [f for f in files if f["vp"] is not None]
-        if scored:
-            sections.append(_bars([f["vp"] for f in scored] + [scored[0]["vp_random_floor"]],
-                                  [Path(f["file"]).stem[:14] for f in scored] + ["random"],
-                                  "variation predictability (random = floor of the first file's size)"))
+        if scored:  # each file's VP beside the floor of its own size (a random basis of K directions)
+            values = [v for f in scored for v in (f["vp"], f["vp_random_floor"])]
+            labels = [label for f in scored for label in (Path(f["file"]).stem[:14], f"floor K={f['directions']}")]
+            sections.append(_bars(values, labels, "variation predictability: each file (blue), then its random floor (grey)",
+                                  width=max(360, 70 * len(values)), colors=["#3a6fc4", "#aaaaaa"] * len(scored)))
         sections.append("<pre>" + html.escape(markdown({"generators": {spec: files}, "errors": []})) + "</pre>")
         columns = []  # one column per file, side by side
         for item in files:
