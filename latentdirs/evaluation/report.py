@@ -48,7 +48,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _bars(values: list[float], labels: list[str], title: str, width: int = 360, height: int = 140,
           colors: list[str] | None = None) -> str:
-    """An inline SVG bar chart (``colors`` per bar, default all blue)."""
+    """An inline SVG bar chart (``colors`` per bar, default all blue); wide enough for its title."""
+    width = max(width, int(6.5 * len(title)) + 12)
     top = max(values + [1e-12])
     bar = (width - 20) / max(len(values), 1)
     parts = [f'<svg width="{width}" height="{height + 30}" role="img" aria-label="{html.escape(title)}">',
@@ -112,7 +113,7 @@ def write_report(results: dict[str, Any], folder: str | Path) -> Path:
         if scored:  # each file's VP beside the floor of its own size (a random basis of K directions)
             values = [v for f in scored for v in (f["vp"], f["vp_random_floor"])]
             labels = [label for f in scored for label in (Path(f["file"]).stem[:14], f"floor K={f['directions']}")]
-            sections.append(_bars(values, labels, "variation predictability: each file (blue), then its random floor (grey)",
+            sections.append(_bars(values, labels, "VP: each file (blue), then its random floor (grey)",
                                   width=max(360, 70 * len(values)), colors=["#3a6fc4", "#aaaaaa"] * len(scored)))
         sections.append("<pre>" + html.escape(markdown({"generators": {spec: files}, "errors": []})) + "</pre>")
         columns = []  # one column per file, side by side
