@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import bare_vs_edit, bare_vs_edit_main, best_time, report
+from benchmarks.common import bare_vs_edit_main, bare_vs_edit_rows, best_time, report
 
 
 def _runners(directory: Path, batch: int, images: int) -> dict:
@@ -51,11 +51,8 @@ def bench(resolution: int, workdir: Path, images: int) -> None:
     directory = write_biggan_dir(workdir / f"biggan-deep-{resolution}", released_config(resolution))
     build = time.perf_counter() - started
     rows = [("random full-size directory written in", f"{build:.1f} s")]
-    for batch in (1, 8):
-        bare, edit, peaks = bare_vs_edit("benchmarks.bench_biggan", str(directory), batch, images)
-        rows += [(f"batch {batch}: bare package forward", f"{1 / bare:.2f} img/s, peak {peaks['bare']:.0f} MiB"),
-                 (f"batch {batch}: latentdirs edit", f"{1 / edit:.2f} img/s, peak {peaks['edit']:.0f} MiB"),
-                 (f"batch {batch}: ratio (goal >= 0.9)", f"{bare / edit:.2f}")]
+    rows += bare_vs_edit_rows("benchmarks.bench_biggan", str(directory), (1, 8), images,
+                              bare_name="bare package forward")
     import latentdirs
     from latentdirs.methods.sefa import sefa_factorize
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import bare_vs_edit, bare_vs_edit_main, report
+from benchmarks.common import bare_vs_edit_main, bare_vs_edit_rows, report
 
 ARCHITECTURES = {  # the stylegan2-ada "paper256" and FFHQ-1024 configurations
     256: dict(channel_base=16384, channel_max=512, mapping_layers=8),
@@ -62,11 +62,7 @@ def bench(resolution: int, folder: Path, images: int) -> None:
     started = time.perf_counter()
     path = write_network(resolution, folder)
     rows = [("random network pickle written in", f"{time.perf_counter() - started:.1f} s")]
-    for batch in (1, 4):
-        bare, edit, peaks = bare_vs_edit("benchmarks.bench_stylegan2", str(path), batch, images)
-        rows += [(f"batch {batch}: bare forward", f"{bare:.3f} s/img, peak {peaks['bare']:.0f} MiB"),
-                 (f"batch {batch}: latentdirs edit", f"{edit:.3f} s/img, peak {peaks['edit']:.0f} MiB"),
-                 (f"batch {batch}: ratio of images/s (goal >= 0.9)", f"{bare / edit:.2f}")]
+    rows += bare_vs_edit_rows("benchmarks.bench_stylegan2", str(path), (1, 4), images)
     report(f"StyleGAN2 {resolution} px (random weights, {images} images per measurement, 2 threads)", rows)
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 def best_time(function: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) -> float:
@@ -79,6 +79,19 @@ def bare_vs_edit(module: str, target: str, batch: int, images: int) -> tuple[flo
     bare, edit = map(float, out.split()[-2:])
     peaks = {mode: peak_rss_mib(command + [mode, target, str(batch), str(images)])[0] for mode in ("bare", "edit")}
     return bare, edit, peaks
+
+
+def bare_vs_edit_rows(module: str, target: str, batches: Sequence[int], images: int,
+                      bare_name: str = "bare forward") -> list[tuple[str, str]]:
+    """:func:`bare_vs_edit` for each batch size, as report rows: speed and peak memory of each side, and
+    the edit/bare ratio of images per second (goal ≥ 0.9)."""
+    rows = []
+    for batch in batches:
+        bare, edit, peaks = bare_vs_edit(module, target, batch, images)
+        rows += [(f"batch {batch}: {bare_name}", f"{bare:.3f} s/img ({1 / bare:.2f} img/s), peak {peaks['bare']:.0f} MiB"),
+                 (f"batch {batch}: latentdirs edit", f"{edit:.3f} s/img ({1 / edit:.2f} img/s), peak {peaks['edit']:.0f} MiB"),
+                 (f"batch {batch}: ratio of images/s (goal >= 0.9)", f"{bare / edit:.2f}")]
+    return rows
 
 
 def peak_rss_mib(command: list[str]) -> tuple[float, str]:
