@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentdirs.errors import invalid
+
 
 def random_basis(count: int, dim: int, seed: int) -> torch.Tensor:
     """``count`` random orthonormal rows in R^dim (count ≤ dim)."""
@@ -74,8 +76,8 @@ def variation_predictability(generator, vector_sets: Sequence[torch.Tensor], *, 
     Returns per set the held-out accuracy (20 % of the pairs), chance 1/K, and its training seconds;
     ``render_seconds`` (shared rendering) is given to the first set only, so sums stay true."""
     if len({vectors.shape[0] for vectors in vector_sets}) != 1:
-        raise ValueError(f"vector_sets: all sets need the same count of directions, got "
-                         f"{[vectors.shape[0] for vectors in vector_sets]}")
+        raise invalid("vector_sets", [vectors.shape[0] for vectors in vector_sets],
+                      "one or more sets with the same count of directions")
     started = time.perf_counter()
     sets, labels = _pair_differences(generator, vector_sets, count=pairs, strength=strength, seed=seed, space=space,
                                      layers=layers, class_id=class_id)
