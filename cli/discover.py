@@ -9,9 +9,7 @@ from typing import Any
 
 import click
 
-from latentdirs.cli.params import DEVICE, INDEX_SPEC, OPTION
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+from latentdirs.cli.params import CONTEXT, DEVICE, INDEX_SPEC, OPTION
 
 
 @click.command("discover", context_settings=CONTEXT)

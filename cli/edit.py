@@ -10,9 +10,7 @@ from typing import Any
 
 import click
 
-from latentdirs.cli.params import ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTION
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTION
 
 
 @click.command("edit", context_settings=CONTEXT)

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentdirs.cli.params import DEVICE, STRENGTH_RANGE
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+from latentdirs.cli.params import CONTEXT, DEVICE, STRENGTH_RANGE
 
 
 @click.command("evaluate", context_settings=CONTEXT)

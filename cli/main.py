@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 
+from latentdirs.cli.params import CONTEXT, DEVICE
 from latentdirs.errors import LatentDirsError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
 
 class _Group(click.Group):
@@ -125,7 +124,7 @@ def label_command(directions: Path, index: int, name: str) -> None:
 @click.option("-g", "--generator", "generator_spec", required=True, help="Generator the directions belong to.")
 @click.option("--space", default=None, help="Latent space of the directions (default: the generator's first).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Direction file to write.")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option("--device", type=DEVICE, default="auto", help="Where to load the generator.")
 def import_command(source: Path, generator_spec: str, space: str | None, out: Path, device: str) -> None:
     """Convert SeFa/InterFaceGAN .npy or GANSpace .npz directions into a direction file.
 

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentdirs.cli.params import ALPHA_SPEC, DEVICE, INDEX_SPEC
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, DEVICE, INDEX_SPEC
 
 
 @click.command("measure", context_settings=CONTEXT)

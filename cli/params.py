@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import click
 
+from latentdirs.devices import DEVICE_CHOICES
 from latentdirs.errors import SpecError
 from latentdirs.specs import parse_alphas, parse_index_spec, parse_option, parse_strength_range
 
@@ -28,4 +29,7 @@ INDEX_SPEC = _SpecType("SPEC", parse_index_spec)
 ALPHA_SPEC = _SpecType("START:STOP:NUM", parse_alphas)
 OPTION = _SpecType("KEY=VALUE", parse_option)
 STRENGTH_RANGE = _SpecType("[LOW:]HIGH", parse_strength_range)
-DEVICE = click.Choice(["auto", "cpu", "cuda", "mps"], case_sensitive=False)
+#: one choice list for every command, from the library (case-insensitive, as resolve_device is)
+DEVICE = click.Choice(list(DEVICE_CHOICES), case_sensitive=False)
+#: click settings every command shares
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
