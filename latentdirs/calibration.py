@@ -37,6 +37,13 @@ def calibrated_steps(latents: torch.Tensor, vector: torch.Tensor, knots_x: torch
 
     ``latents`` are ``[N, D]`` (for layered latents pass the rows the direction moves, e.g. one layer).
     """
+    return calibrated_steps_and_clamps(latents, vector, knots_x, knots_y, amounts, clamp=clamp)[0]
+
+
+def calibrated_steps_and_clamps(latents: torch.Tensor, vector: torch.Tensor, knots_x: torch.Tensor,
+                                knots_y: torch.Tensor, amounts: torch.Tensor, *,
+                                clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`calibrated_steps` and a bool ``[N]`` saying which requests were clamped to the range."""
     xs, ys = knots_x.to(latents), knots_y.to(latents)
     s = latents @ vector.to(latents)
     target = interpolate(s, xs, ys) + amounts.to(latents)
@@ -53,7 +60,7 @@ def calibrated_steps(latents: torch.Tensor, vector: torch.Tensor, knots_x: torch
     # g is non-decreasing: its inverse is the interpolation with the roles of x and y swapped
     # (flat segments map to their left end)
     s_star = interpolate(target, ys, xs)
-    return s_star - s
+    return s_star - s, outside
 
 
 def fit_monotone(inputs_0: torch.Tensor, inputs_t: torch.Tensor, deltas: torch.Tensor, *, dim: int, knots: int = 101,

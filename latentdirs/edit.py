@@ -6,13 +6,18 @@ Pure tensor code: no files, no images on disk (that is :mod:`latentdirs.images` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import numpy as np
 import torch
 
-from latentdirs.calibration import calibrated_steps
+from latentdirs.calibration import calibrated_steps_and_clamps
 from latentdirs.directions import Directions
 from latentdirs.errors import OutOfRangeError, invalid
+from latentdirs.plan import EditPlan
+
+if TYPE_CHECKING:
+    from latentdirs.generators.base import GeneratorAdapter
 
 
 def shift(latents: torch.Tensor, directions: Directions | torch.Tensor, *, index: int, alpha: float | torch.Tensor,
@@ -58,13 +63,25 @@ def shift(latents: torch.Tensor, directions: Directions | torch.Tensor, *, index
 
 @dataclass(frozen=True)
 class EditItem:
-    """Where one rendered image sits in a traversal (``amount`` set for calibrated edits)."""
+    """Where one rendered image sits in a traversal, and the strength it actually got.
+
+    ``value`` is the plan's requested strength (an alpha, or a calibrated amount); ``alpha`` the latent
+    step applied (equal to ``value`` for alphas; per row for calibrated amounts); ``clamped`` whether a
+    calibrated request was clamped to the row's calibrated range (always False for alphas).
+    """
 
     index: int  # direction
-    seed: int
-    alpha: float
+    position: int  # row of the plan's row source
     class_id: int | None
-    amount: float | None = None
+    value: float
+    alpha: float
+    clamped: bool = False
+    row: tuple[tuple[str, Any], ...] = ()  # the row's manifest key, e.g. (("seed", 3),)
+
+    @property
+    def seed(self) -> int | None:
+        """The row's seed when its rows are seeds."""
+        return dict(self.row).get("seed")
 
 
 @dataclass
@@ -75,83 +92,76 @@ class EditBatch:
     items: list[EditItem]
 
 
-def traverse(generator, directions: Directions, *, seeds: Sequence[int], indices: Sequence[int],
-             alphas: Sequence[float] | None = None, classes: Sequence[int | str] | int | str | None = None,
-             truncation: float | None = None, batch_size: int = 32, amounts: Sequence[float] | None = None,
-             clamp_amounts: bool = False) -> Iterator[EditBatch]:
-    """Render every (direction, class, seed, strength) combination, ``batch_size`` images at a time.
+def traverse(generator: GeneratorAdapter, directions: Directions, plan: EditPlan | None = None, *,
+             batch_size: int = 32, **plan_options: Any) -> Iterator[EditBatch]:
+    """Render an :class:`~latentdirs.plan.EditPlan`, ``batch_size`` images at a time.
 
-    Order: direction, then class, then seed, then strength — so each direction's grid completes before
+    ``plan_options`` are the keyword form of :meth:`EditPlan.build` for the common case (``seeds``,
+    ``indices``, ``alphas`` or ``amounts`` with ``clamp_amounts``, ``classes``, ``truncation``,
+    ``layers``, ``allow_other_generator``); give either a plan or them.
+
+    Order: direction, then class, then row, then strength — so each direction's grid completes before
     the next starts, and memory depends on ``batch_size`` only, never on the total count.
 
-    Latents are drawn per seed in ``z``, mapped to the directions' space with the row's class and the
-    truncation ψ (as the generator defines it), shifted by ``alpha`` along the direction, and rendered
-    under ``torch.no_grad``. With ``amounts`` instead of ``alphas`` (calibrated files only), each seed
-    is moved by the strength that changes the factor by exactly that amount
-    (:func:`latentdirs.calibration.calibrated_steps`); ``clamp_amounts`` clamps requests beyond the
-    calibrated range (with a warning) instead of refusing them.
+    Row latents come from the plan's row source in ``z``, are mapped to the directions' space with the
+    row's class and the truncation ψ (as the generator defines it), shifted along the direction, and
+    rendered under ``torch.inference_mode``. Calibrated amounts move each row by the strength that
+    changes the factor by exactly that amount (:func:`latentdirs.calibration.calibrated_steps`);
+    requests beyond the calibrated range are refused, or clamped (with a warning) when the plan says so.
     """
-    if batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise invalid("batch_size", batch_size, "an integer ≥ 1")
-    if (alphas is None) == (amounts is None):
-        raise invalid("alphas/amounts", (alphas, amounts), "exactly one of alphas and amounts")
-    if amounts is not None and not directions.calibration:
-        raise invalid("amounts", list(amounts), "alphas only: this direction file is not calibrated",
-                      "Use --alphas, or a file from a calibrated method such as -m regression")
-    calibrated = amounts is not None
-    if calibrated and len(directions) != 1:
-        raise invalid("amounts", list(amounts), "a calibrated file with one direction (its calibration is per file)")
-    values = list(amounts if calibrated else alphas)  # type: ignore[arg-type]
-    for index in indices:
-        directions.check_index(index)
-    if not seeds or not values or not indices:
-        raise invalid("seeds/indices/alphas", (len(seeds), len(indices), len(values)), "at least one of each")
-    class_ids = _class_ids(generator, classes)
+    if plan is None:
+        plan = EditPlan.build(generator, directions, **plan_options)
+    elif plan_options:
+        raise invalid("traverse", sorted(plan_options), "a plan or keyword options, not both")
+    else:
+        plan.check(generator, directions)  # the fingerprint is checked wherever directions meet a generator
+    return _batches(generator, directions, plan, batch_size)
+
+
+def _batches(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
+             batch_size: int) -> Iterator[EditBatch]:
     vectors = directions.vectors.to(generator.device)
-    base_z = generator.sample_seeds(list(seeds), space="z", truncation=truncation)  # [S, z_dim], small
-    jobs = ((index, class_id, position, value) for index in indices for class_id in class_ids
-            for position in range(len(seeds)) for value in values)
+    base_z = plan.rows.latents(generator, plan.truncation)  # [R, z_dim], small
     batch: list[tuple[int, int | None, int, float]] = []
-    mode = ("amount", clamp_amounts) if calibrated else None
-    for job in jobs:
+    for job in plan.jobs():
         batch.append(job)
         if len(batch) == batch_size:
-            yield _render(generator, directions, vectors, base_z, seeds, batch, truncation, mode)
+            yield _render(generator, directions, plan, vectors, base_z, batch)
             batch = []
     if batch:
-        yield _render(generator, directions, vectors, base_z, seeds, batch, truncation, mode)
-
-
-def _class_ids(generator, classes) -> list[int | None]:
-    if classes is None or isinstance(classes, (int, str)):
-        return [generator.resolve_class(classes)]
-    ids = [generator.resolve_class(c) for c in classes]
-    return ids or [generator.resolve_class(None)]
+        yield _render(generator, directions, plan, vectors, base_z, batch)
 
 
 @torch.inference_mode()
-def _render(generator, directions: Directions, vectors: torch.Tensor, base_z: torch.Tensor, seeds: Sequence[int],
-            batch: list[tuple[int, int | None, int, float]], truncation: float | None,
-            calibrated: tuple[str, bool] | None = None) -> EditBatch:
+def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, vectors: torch.Tensor,
+            base_z: torch.Tensor, batch: list[tuple[int, int | None, int, float]]) -> EditBatch:
     class_list = [c for _, c, _, _ in batch]
     classes = None if class_list[0] is None else torch.tensor(class_list)
     z = base_z[[position for _, _, position, _ in batch]]
-    latents = generator.to_space(z, "z", directions.space, truncation=truncation, classes=classes)
-    strengths = torch.tensor([value for *_, value in batch], dtype=latents.dtype, device=latents.device)
-    requested = strengths
-    if calibrated is not None:
-        if latents.dim() != 2:
-            raise invalid("amounts", "a layered space", "calibrated edits in a flat latent space")
+    latents = generator.to_space(z, "z", directions.space, truncation=plan.truncation, classes=classes)
+    requested = torch.tensor([value for *_, value in batch], dtype=latents.dtype, device=latents.device)
+    strengths, clamped = requested, torch.zeros(len(batch), dtype=torch.bool)
+    if plan.strengths.calibrated:
         index = batch[0][0]  # calibrated files hold one direction
-        strengths = calibrated_steps(latents, vectors[index], directions.calibration["knots_x"],
-                                     directions.calibration["knots_y"], strengths, clamp=calibrated[1])
+        strengths, clamped = calibrated_steps_and_clamps(
+            latents, vectors[index], directions.calibration["knots_x"], directions.calibration["knots_y"],
+            requested, clamp=plan.strengths.clamp)
+    layers = plan.effective_layers(directions) if latents.dim() == 3 else None
     moved = torch.empty_like(latents)
     for index in dict.fromkeys(i for i, *_ in batch):  # usually one direction per batch
         rows = torch.tensor([k for k, job in enumerate(batch) if job[0] == index], device=latents.device)
-        moved[rows] = shift(latents[rows], vectors, index=index, alpha=strengths[rows],
-                            layers=directions.layers if latents.dim() == 3 else None)
-    images = generator.synthesize(moved, space=directions.space, classes=classes, truncation=truncation)
-    items = [EditItem(index, int(seeds[position]), float(alpha), class_id,
-                      float(amount) if calibrated is not None else None)
-             for (index, class_id, position, _), alpha, amount in zip(batch, strengths.tolist(), requested.tolist())]
+        moved[rows] = shift(latents[rows], vectors, index=index, alpha=strengths[rows], layers=layers)
+    images = generator.synthesize(moved, space=directions.space, classes=classes, truncation=plan.truncation)
+    applied = ([_shortest(a) for a in strengths.tolist()] if plan.strengths.calibrated
+               else [value for *_, value in batch])
+    items = [EditItem(index, position, class_id, value, alpha, bool(was_clamped),
+                      tuple(plan.rows.key(position).items()))
+             for (index, class_id, position, value), alpha, was_clamped in zip(batch, applied, clamped.tolist())]
     return EditBatch(images.float().cpu(), items)
+
+
+def _shortest(value: float) -> float:
+    """A float32 result as the shortest decimal that round-trips in float32 (0.2, not 0.20000000298…)."""
+    return float(str(np.float32(value)))

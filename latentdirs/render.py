@@ -1,33 +1,69 @@
-"""Write the files of an edit run: labelled grids, per-seed strips, animations and a manifest.
+"""Write the files of an edit run: labelled grids, per-row strips, animations and a manifest.
 
 Consumes :func:`latentdirs.edit.traverse` batch by batch. Memory stays flat: only the current
-direction's current grid page (at most ``max_rows`` rows of uint8 tiles) is held, and PNG encoding runs
-on a small thread pool (zlib releases the GIL while compressing) with a bounded queue, so the
-generator keeps rendering while files are written. A page's strips reuse the grid's compressed bands
-(:mod:`latentdirs.png`), so they cost no second compression.
+direction's current grid page (at most ``max_rows`` rows of uint8 tiles, :class:`_GridPager`) is held,
+and PNG encoding runs on a small thread pool (zlib releases the GIL while compressing) with a bounded
+queue, so the generator keeps rendering while files are written. A page's strips reuse the grid's
+compressed bands (:mod:`latentdirs.png`), so they cost no second compression.
+
+A run is all or nothing: files are written into a staging folder inside the output directory and
+moved into place, with the manifest last, only when every image is written
+(:class:`~latentdirs.atomic.StagedDirectory`); files an earlier run's manifest listed and this run does
+not write again are removed, so the directory holds exactly what the new manifest lists.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from latentdirs import __version__
-from latentdirs.atomic import check_writable_directory, write_text_atomic
+from latentdirs.atomic import StagedDirectory, check_writable_directory
 from latentdirs.directions import Directions
 from latentdirs.edit import EditItem, traverse
+from latentdirs.errors import invalid
 from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, to_uint8
+from latentdirs.plan import EditPlan, generator_words
+from latentdirs.version import __version__
+
+if TYPE_CHECKING:
+    from latentdirs.generators.base import GeneratorAdapter
 
 MANIFEST_SCHEMA = "latentdirs.edit-manifest"
+MANIFEST_NAME = "manifest.json"
+ANIMATIONS = ("gif", "webp")
+#: the names an edit run writes; only these are ever removed as an earlier run's stale outputs
+_OWN_FILE = re.compile(r"(grid_d\d{3}(_p\d+)?\.png|anim_d\d{3}\.(gif|webp)|strips/d\d{3}_[A-Za-z0-9_]+\.png)")
 
 
-def format_alpha(alpha: float) -> str:
-    return f"{alpha:+.3g}"
+@dataclass(frozen=True)
+class Output:
+    """How an edit run's files are written (what is rendered is the :class:`~latentdirs.plan.EditPlan`).
+
+    ``strips``: one strip per row and direction; ``animate``: ``"gif"`` or ``"webp"`` sweeps the
+    strength; ``max_rows``: grid rows per page.
+    """
+
+    strips: bool = True
+    animate: str | None = None
+    max_rows: int = 16
+
+    def __post_init__(self) -> None:
+        if self.animate is not None and self.animate not in ANIMATIONS:
+            raise invalid("animate", self.animate, " or ".join(ANIMATIONS))
+        if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1:
+            raise invalid("max_rows", self.max_rows, "an integer ≥ 1")
+
+    def command_words(self) -> list[str]:
+        return (["--no-strips"] if not self.strips else []) + (["--animate", self.animate] if self.animate else [])
 
 
 class _Writer:
@@ -70,117 +106,182 @@ def _animate_and_save(tiles: np.ndarray, path: Path, strengths: Sequence[str], t
     save_animation(frames, path)
 
 
-def render_edits(generator, directions: Directions, *, out_dir: str | Path, seeds: Sequence[int],
-                 indices: Sequence[int], alphas: Sequence[float] | None = None,
-                 classes: Sequence[int | str] | None = None,
-                 truncation: float | None = None, batch_size: int = 32, strips: bool = True,
-                 animate: str | None = None, max_rows: int = 16, directions_path: str | None = None,
-                 command: str | None = None, progress: Callable[[int], None] | None = None,
-                 amounts: Sequence[float] | None = None, clamp_amounts: bool = False) -> dict[str, Any]:
-    """Render ``seeds × indices × alphas`` (× classes) edits into ``out_dir``; return the manifest.
+class _GridPager:
+    """Gathers one direction's rows into grid pages of at most ``max_rows`` rows and hands each full page
+    (and the direction's first page as an animation) to the writer; keeps the manifest's file records."""
 
-    With ``amounts`` instead of ``alphas`` (calibrated files), columns are requested amounts of the
-    factor, each seed moved by its own calibrated strength (see :func:`latentdirs.edit.traverse`).
+    def __init__(self, generator: GeneratorAdapter, directions: Directions, plan: EditPlan, output: Output,
+                 folder: Path, writer: _Writer) -> None:
+        self.generator, self.directions, self.plan, self.output = generator, directions, plan, output
+        self.folder, self.writer = folder, writer
+        self.records: list[dict[str, Any]] = []
+        self.columns = plan.strengths.column_labels()
+        self.pages = -(-plan.rows_per_direction // output.max_rows)
+        self._index: int | None = None
+        self._page_number = 0
+        self._animated = False
+        self._tiles: list[np.ndarray] = []  # the page's finished rows, each [C, H, W, 3]
+        self._rows: list[list[EditItem]] = []  # their items, one per column
+        self._row_tiles: list[np.ndarray] = []
+        self._row_items: list[EditItem] = []
 
-    Files (all written atomically): ``grid_d{index:03d}[_p{page}].png`` with rows = (class, seed) and
-    columns = strengths; ``strips/d{index:03d}_seed{seed}[_c{class}].png``; with ``animate`` = ``"gif"``
-    or ``"webp"``, ``anim_d{index:03d}.{animate}`` sweeping the strength; and ``manifest.json``, which
-    reproduces every image (generator spec and fingerprint, seeds, class, truncation, index, strength).
+    def add(self, tile: np.ndarray, item: EditItem) -> None:
+        """One rendered tile ``[H, W, 3]`` uint8, in the plan's order."""
+        if item.index != self._index:
+            self.flush()
+            self._index, self._page_number, self._animated = item.index, 0, False
+        self._row_tiles.append(tile)
+        self._row_items.append(item)
+        if len(self._row_tiles) == len(self.columns):
+            self._tiles.append(np.stack(self._row_tiles))
+            self._rows.append(self._row_items)
+            self._row_tiles, self._row_items = [], []
+            if len(self._tiles) == self.output.max_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the current page (if any rows are waiting)."""
+        if not self._tiles:
+            return
+        index = self._index
+        assert index is not None  # rows only exist after add() set the direction
+        name = f"grid_d{index:03d}.png" if self.pages == 1 else f"grid_d{index:03d}_p{self._page_number}.png"
+        title = f"{self.directions.label_of(index)} | {self.generator.spec}"
+        tiles = np.stack(self._tiles)
+        strips = [self._strip_name(index, items[0]) if self.output.strips else None for items in self._rows]
+        self.writer.submit(_write_page, tiles, self.folder / name, [self.folder / s if s else None for s in strips],
+                           [self._row_label(items[0]) for items in self._rows], self.columns, title)
+        key = self.plan.strengths.key
+        values = list(self.plan.strengths.values)
+        row_records = [self._row_record(items) for items in self._rows]
+        self.records.append({"file": name, "kind": "grid", "index": index, "rows": row_records, key: values})
+        self.records.extend({"file": strip, "kind": "strip", "index": index, **row, key: values}
+                            for strip, row in zip(strips, row_records) if strip)
+        if self.output.animate and not self._animated:
+            animation = f"anim_d{index:03d}.{self.output.animate}"
+            frames = [f"{'amount' if self.plan.strengths.calibrated else 'alpha'}={c}" for c in self.columns]
+            self.writer.submit(_animate_and_save, tiles, self.folder / animation, frames, title)
+            self.records.append({"file": animation, "kind": "animation", "index": index, "rows": row_records,
+                                 key: values})
+            self._animated = True
+        self._tiles, self._rows = [], []
+        self._page_number += 1
+
+    def _several_classes(self) -> bool:
+        return len(self.plan.classes) > 1
+
+    def _row_label(self, item: EditItem) -> str:
+        if item.class_id is None or not self._several_classes():
+            return self.plan.rows.label(item.position)
+        names = self.generator.class_names
+        name = names[item.class_id] if item.class_id < len(names) else str(item.class_id)
+        return f"{name} {self.plan.rows.short_label(item.position)}"
+
+    def _strip_name(self, index: int, item: EditItem) -> str:
+        suffix = f"_c{item.class_id}" if item.class_id is not None and self._several_classes() else ""
+        return f"strips/d{index:03d}_{self.plan.rows.file_tag(item.position)}{suffix}.png"
+
+    def _row_record(self, items: list[EditItem]) -> dict[str, Any]:
+        """The row's key, class, and per column the strength each image actually got (and, for calibrated
+        amounts, whether its request was clamped)."""
+        first = items[0]
+        record: dict[str, Any] = {**dict(first.row), "class": first.class_id,
+                                  "strengths": [item.alpha for item in items]}
+        if self.plan.strengths.calibrated:
+            record["clamped"] = [item.clamped for item in items]
+        return record
+
+
+def render_edits(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, out_dir: str | Path, *,
+                 output: Output = Output(), batch_size: int = 32, directions_path: str | Path | None = None,
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Render ``plan`` into ``out_dir``; return the manifest (also written as ``manifest.json``).
+
+    Files: ``grid_d{index:03d}[_p{page}].png`` with rows = (class, row) and columns = strengths;
+    ``strips/d{index:03d}_{row}[_c{class}].png``; with ``output.animate``, ``anim_d{index:03d}.{gif|webp}``
+    sweeping the strength; and ``manifest.json``, which records the plan, the generator (spec, load
+    options, fingerprint), the strength every image actually got, and — when ``directions_path`` is
+    given — the ``latentdirs edit`` command that writes the same files. All or nothing (module docstring).
     """
     out_dir = check_writable_directory(out_dir)
-    class_ids = [generator.resolve_class(c) for c in classes] if classes else [generator.resolve_class(None)]
-    rows_per_direction = [(c, s) for c in class_ids for s in seeds]
-    calibrated = amounts is not None
-    values = list(amounts if calibrated else alphas or [])
-    strength_key = "amounts" if calibrated else "alphas"
-    column_labels = [format_alpha(a) for a in values]
-    frame_labels = [f"{'amount' if calibrated else 'alpha'}={label}" for label in column_labels]
-    records: list[dict[str, Any]] = []
+    plan.check(generator, directions)
+    stale_before = _listed_files(out_dir)
+    staging = StagedDirectory(out_dir)
     writer = _Writer()
-
-    def row_label(class_id: int | None, seed: int) -> str:
-        if class_id is None:
-            return f"seed {seed}"
-        name = generator.class_names[class_id] if class_id < len(generator.class_names) else str(class_id)
-        return f"{name} s{seed}" if len(class_ids) > 1 else f"seed {seed}"
-
-    page: list[np.ndarray] = []
-    page_rows: list[tuple[int | None, int]] = []
-    row_tiles: list[np.ndarray] = []
-    state = {"index": None, "page": 0, "animated": False}
-
-    def flush_page() -> None:
-        if not page:
-            return
-        index = state["index"]
-        pages = -(-len(rows_per_direction) // max_rows)
-        name = f"grid_d{index:03d}.png" if pages == 1 else f"grid_d{index:03d}_p{state['page']}.png"
-        title = f"{directions.label_of(index)} | {generator.spec}"
-        tiles = np.stack(page)
-        strip_names = [strip_name(index, class_id, seed) if strips else None for class_id, seed in page_rows]
-        writer.submit(_write_page, tiles, out_dir / name, [out_dir / n if n else None for n in strip_names],
-                      [row_label(*r) for r in page_rows], column_labels, title)
-        records.append({"file": name, "kind": "grid", "index": index,
-                        "rows": [{"seed": s, "class": c} for c, s in page_rows], strength_key: values})
-        records.extend({"file": n, "kind": "strip", "index": index, "seed": s, "class": c, strength_key: values}
-                       for n, (c, s) in zip(strip_names, page_rows) if n)
-        if animate and not state["animated"]:
-            anim = f"anim_d{index:03d}.{animate}"
-            writer.submit(_animate_and_save, tiles, out_dir / anim, frame_labels, title)
-            records.append({"file": anim, "kind": "animation", "index": index,
-                            "rows": [{"seed": s, "class": c} for c, s in page_rows], strength_key: values})
-            state["animated"] = True
-        page.clear()
-        page_rows.clear()
-        state["page"] += 1
-
-    def strip_name(index: int, class_id: int | None, seed: int) -> str:
-        suffix = "" if class_id is None or len(class_ids) == 1 else f"_c{class_id}"
-        return f"strips/d{index:03d}_seed{seed}{suffix}.png"
-
-    def finish_row(item: EditItem) -> None:
-        page.append(np.stack(row_tiles))
-        page_rows.append((item.class_id, item.seed))
-        row_tiles.clear()
-        if len(page) == max_rows:
-            flush_page()
-
+    pager = _GridPager(generator, directions, plan, output, staging.path, writer)
     try:
-        for batch in traverse(generator, directions, seeds=seeds, indices=indices, alphas=alphas, amounts=amounts,
-                              clamp_amounts=clamp_amounts,
-                              classes=class_ids, truncation=truncation, batch_size=batch_size):
-            for tile, item in zip(to_uint8(batch.images), batch.items):
-                if item.index != state["index"]:
-                    flush_page()
-                    state.update(index=item.index, page=0, animated=False)
-                row_tiles.append(tile)
-                if len(row_tiles) == len(values):
-                    finish_row(item)
-            if progress:
-                progress(len(batch.items))
-        flush_page()
-    finally:
-        writer.close()
+        try:
+            for batch in traverse(generator, directions, plan, batch_size=batch_size):
+                for tile, item in zip(to_uint8(batch.images), batch.items):
+                    pager.add(tile, item)
+                if progress:
+                    progress(len(batch.items))
+            pager.flush()
+        finally:
+            writer.close()
+        manifest = _manifest(generator, directions, plan, output, pager.records, batch_size=batch_size,
+                             directions_path=directions_path, out_dir=out_dir)
+        written = [record["file"] for record in pager.records]
+        staging.commit(written, MANIFEST_NAME, json.dumps(manifest, indent=1),
+                       stale=sorted(set(stale_before) - set(written)))
+    except BaseException:
+        staging.discard()
+        raise
+    _warn_unlisted(out_dir, set(written))
+    return manifest
 
-    manifest = {
+
+def _manifest(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, output: Output,
+              records: list[dict[str, Any]], *, batch_size: int, directions_path: str | Path | None,
+              out_dir: Path) -> dict[str, Any]:
+    """The manifest: the plan's record and, derived from the same plan, the command that reproduces it."""
+    command = None
+    if directions_path is not None:
+        words = (["latentdirs", "edit", str(Path(directions_path).resolve())] + generator_words(generator)
+                 + plan.command_words() + output.command_words()
+                 + ["--batch-size", str(batch_size), "-o", str(out_dir.resolve())])
+        command = shlex.join(words)
+    return {
         "schema": MANIFEST_SCHEMA,
         "schema_version": 1,
         "library_version": __version__,
         "generator": generator.describe(),
-        "directions": {"path": directions_path, "method": directions.method_name, "space": directions.space,
-                       "layers": directions.layers, "labels": directions.meta.get("labels", {}),
+        "directions": {"path": None if directions_path is None else str(directions_path),
+                       "method": directions.method_name, "space": directions.space,
+                       "layers": plan.effective_layers(directions), "labels": directions.meta.get("labels", {}),
                        "fingerprint": directions.fingerprint},
-        "seeds": list(seeds), "indices": list(indices), strength_key: values,
+        **plan.describe(),
         "calibration": directions.meta.get("calibration"),
-        "classes": class_ids, "truncation": truncation,
-        "how_to_reproduce": ("z = generator.sample_seeds([seed], truncation=truncation) mapped to the "
-                             "directions' space; latentdirs.shift(z, directions, index=index, alpha=alpha); "
+        "output": {"strips": output.strips, "animate": output.animate, "max_rows": output.max_rows,
+                   "batch_size": batch_size},
+        "how_to_reproduce": ("z = the row's latent (generator.sample_seeds([seed], truncation=truncation) for "
+                             "seed rows) mapped to the directions' space; latentdirs.shift(z, directions, "
+                             "index=index, alpha=strength) on the recorded layers; "
                              "generator.synthesize(…, classes=class)"),
         "command": command,
         "images": records,
     }
-    write_text_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=1))
-    return manifest
 
 
-__all__ = ["render_edits", "format_alpha"]
+def _listed_files(out_dir: Path) -> list[str]:
+    """The output files an earlier run's manifest in ``out_dir`` lists (only names an edit writes)."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        images = manifest.get("images") if manifest.get("schema") == MANIFEST_SCHEMA else None
+        names = [record.get("file") for record in images] if isinstance(images, list) else []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [name for name in names if isinstance(name, str) and _OWN_FILE.fullmatch(name)]
+
+
+def _warn_unlisted(out_dir: Path, written: set[str]) -> None:
+    """Say which edit-output files remain that the new manifest does not list (an earlier run's, unlisted)."""
+    found = [p.relative_to(out_dir).as_posix() for p in [*out_dir.glob("*"), *out_dir.glob("strips/*")]]
+    stale = sorted(name for name in found if _OWN_FILE.fullmatch(name) and name not in written)
+    if stale:
+        shown = ", ".join(stale[:5]) + (f", … ({len(stale)} in all)" if len(stale) > 5 else "")
+        warnings.warn(f"out: {len(stale)} files in {str(out_dir)!r} are not from this run and not in its "
+                      f"manifest: {shown}; remove them or use an empty directory", stacklevel=3)
+
+
+__all__ = ["MANIFEST_SCHEMA", "Output", "render_edits"]

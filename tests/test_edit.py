@@ -66,7 +66,7 @@ def test_traverse_conditional_rows_per_class(eyes):
 
 
 def test_traverse_refuses_bad_requests(synthetic, synthetic_sefa, eyes):
-    with pytest.raises(OutOfRangeError, match="index: got 99"):
+    with pytest.raises(OutOfRangeError, match="indices: got 99"):
         next(latentdirs.traverse(synthetic, synthetic_sefa, seeds=[0], indices=[99], alphas=[1.0]))
     with pytest.raises(InvalidValueError, match="batch_size: got 0"):
         next(latentdirs.traverse(synthetic, synthetic_sefa, seeds=[0], indices=[0], alphas=[1.0], batch_size=0))
@@ -77,10 +77,11 @@ def test_traverse_refuses_bad_requests(synthetic, synthetic_sefa, eyes):
 
 
 def test_render_pages_grids_and_keeps_every_strip(synthetic, synthetic_sefa, tmp_path):
-    from latentdirs.render import render_edits
+    from latentdirs.plan import EditPlan
+    from latentdirs.render import Output, render_edits
 
-    manifest = render_edits(synthetic, synthetic_sefa, out_dir=tmp_path, seeds=[0, 1, 2], indices=[1, 3],
-                            alphas=[-1.0, 1.0], max_rows=2, batch_size=3)
+    plan = EditPlan.build(synthetic, synthetic_sefa, seeds=[0, 1, 2], indices=[1, 3], alphas=[-1.0, 1.0])
+    manifest = render_edits(synthetic, synthetic_sefa, plan, tmp_path, output=Output(max_rows=2), batch_size=3)
     grids = [r["file"] for r in manifest["images"] if r["kind"] == "grid"]
     assert grids == ["grid_d001_p0.png", "grid_d001_p1.png", "grid_d003_p0.png", "grid_d003_p1.png"]
     assert [len(r["rows"]) for r in manifest["images"] if r["kind"] == "grid"] == [2, 1, 2, 1]

@@ -13,7 +13,7 @@ from tests.goldens.make_goldens import CALIBRATED_ARGS, DEMO_ARGS, HERE, render
 #: manifest fields the restructuring must keep exactly (paths and the command line may differ)
 KEPT_FIELDS = ("schema", "schema_version", "seeds", "indices", "alphas", "amounts", "calibration", "classes",
                "truncation")
-KEPT_IMAGE_FIELDS = ("file", "kind", "index", "rows", "seed", "class", "alphas", "amounts")
+KEPT_IMAGE_FIELDS = ("file", "kind", "index", "seed", "class", "alphas", "amounts")
 
 
 def _faces_file() -> Path:
@@ -42,3 +42,6 @@ def test_edit_matches_golden(name, tmp_path):
     assert len(new["images"]) == len(old["images"])
     for mine, theirs in zip(new["images"], old["images"]):
         assert {k: mine.get(k) for k in KEPT_IMAGE_FIELDS} == {k: theirs.get(k) for k in KEPT_IMAGE_FIELDS}
+        # rows keep their old fields; the per-image strengths (and clamps) are new
+        for new_row, old_row in zip(mine.get("rows", []), theirs.get("rows", []), strict=True):
+            assert {k: new_row[k] for k in old_row} == old_row

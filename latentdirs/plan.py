@@ -1,0 +1,278 @@
+"""The edit plan: one immutable value that says what an edit renders.
+
+An :class:`EditPlan` holds the rows (a *row source*: seeds today, latents read from a file next), the
+classes, the truncation ψ, the directions' indices and the layers they move, the strengths (alphas,
+or calibrated amounts with the clamp policy) and whether the directions may meet other weights than
+their own. :func:`latentdirs.edit.traverse` renders it, :func:`latentdirs.render.render_edits` writes
+its files, and the manifest and the command line that reproduces a run are both derived from it here
+(:meth:`EditPlan.describe`, :meth:`EditPlan.command_words`), so the two never drift apart.
+
+Grid order is always direction, then class, then row, then strength.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
+
+import torch
+
+from latentdirs.errors import invalid
+
+if TYPE_CHECKING:
+    from latentdirs.directions import Directions
+    from latentdirs.generators.base import GeneratorAdapter
+
+#: the strengths a plan uses when none are given (the CLI's default too)
+DEFAULT_ALPHAS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+#: how many directions an edit renders when no indices are given
+DEFAULT_INDEX_COUNT = 5
+
+
+class RowSource(Protocol):
+    """Where an edit's rows come from: one starting latent per row, in the generator's ``z``."""
+
+    kind: str
+
+    def __len__(self) -> int: ...
+
+    def latents(self, generator: GeneratorAdapter, truncation: float | None) -> torch.Tensor:
+        """``[R, z_dim]`` starting latents on the generator's device, row order kept."""
+
+    def key(self, position: int) -> dict[str, Any]:
+        """What identifies row ``position`` in a manifest, e.g. ``{"seed": 3}``."""
+
+    def label(self, position: int) -> str:
+        """The row's label in grids, e.g. ``"seed 3"``."""
+
+    def short_label(self, position: int) -> str:
+        """A shorter label, after a class name in grids of several classes, e.g. ``"s3"``."""
+
+    def file_tag(self, position: int) -> str:
+        """A file-name fragment for the row's strip, e.g. ``"seed3"``."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for the manifest."""
+
+    def command_words(self) -> list[str]:
+        """The CLI words that give the same rows, e.g. ``["--seeds", "0,1,2"]``."""
+
+
+@dataclass(frozen=True)
+class SeedRows:
+    """Rows drawn from seeds: row ``k`` starts at ``generator.sample_seeds([seeds[k]])``."""
+
+    seeds: tuple[int, ...]
+    kind: str = "seeds"
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise invalid("seeds", list(self.seeds), "at least one seed", "e.g. --seeds 0-7")
+        bad = [s for s in self.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2 ** 63]
+        if bad:
+            raise invalid("seeds", bad[:5], "integers in 0 … 2^63-1")
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def latents(self, generator: GeneratorAdapter, truncation: float | None) -> torch.Tensor:
+        return generator.sample_seeds(list(self.seeds), space="z", truncation=truncation)
+
+    def key(self, position: int) -> dict[str, Any]:
+        return {"seed": self.seeds[position]}
+
+    def label(self, position: int) -> str:
+        return f"seed {self.seeds[position]}"
+
+    def short_label(self, position: int) -> str:
+        return f"s{self.seeds[position]}"
+
+    def file_tag(self, position: int) -> str:
+        return f"seed{self.seeds[position]}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seeds": list(self.seeds)}
+
+    def command_words(self) -> list[str]:
+        return ["--seeds", ",".join(map(str, self.seeds))]
+
+
+@dataclass(frozen=True)
+class Strengths:
+    """The columns of every grid: ``alphas`` (latent steps), or calibrated ``amounts`` of the factor.
+
+    ``clamp`` (calibrated only): a request that leaves a row's calibrated range is clamped to it (and the
+    manifest says so) instead of refused.
+    """
+
+    values: tuple[float, ...]
+    calibrated: bool = False
+    clamp: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise invalid(self.key, [], "at least one strength", "e.g. --alphas -3:3:7")
+        if self.clamp and not self.calibrated:
+            raise invalid("clamp_amounts", True, "only with amounts (a calibrated edit)", "Drop --clamp-amounts")
+
+    @property
+    def key(self) -> str:
+        """``"amounts"`` or ``"alphas"``: the manifest field and the CLI option's name."""
+        return "amounts" if self.calibrated else "alphas"
+
+    def column_labels(self) -> list[str]:
+        return [f"{value:+.3g}" for value in self.values]
+
+    def command_words(self) -> list[str]:
+        words = [f"--{self.key}", ",".join(repr(value) for value in self.values)]  # repr: shortest exact
+        return words + (["--clamp-amounts"] if self.clamp else [])
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """What an edit renders: ``rows × classes`` rows per direction, one column per strength.
+
+    Attributes:
+        rows: the row source (:class:`SeedRows`, …).
+        indices: the directions rendered, in order.
+        strengths: alphas or calibrated amounts (:class:`Strengths`).
+        classes: class ids, one grid row block each; ``(None,)`` for unconditional generators.
+        truncation: ψ in (0, 1], or None.
+        layers: for layered spaces, the layers moved (None: the direction file's own layers).
+        allow_other_generator: render even when the generator's fingerprint differs from the file's.
+    """
+
+    rows: RowSource
+    indices: tuple[int, ...]
+    strengths: Strengths
+    classes: tuple[int | None, ...] = (None,)
+    truncation: float | None = None
+    layers: tuple[int, ...] | None = None
+    allow_other_generator: bool = False
+
+    @classmethod
+    def build(cls, generator: GeneratorAdapter, directions: Directions, *, seeds: Sequence[int] | None = None,
+              rows: RowSource | None = None, indices: Sequence[int] | None = None,
+              alphas: Sequence[float] | None = None, amounts: Sequence[float] | None = None,
+              clamp_amounts: bool = False, classes: Sequence[int | str] | int | str | None = None,
+              truncation: float | None = None, layers: Sequence[int] | None = None,
+              allow_other_generator: bool = False) -> "EditPlan":
+        """A validated plan from the keyword form users type (the API's and the CLI's common case).
+
+        Exactly one of ``seeds`` / ``rows`` and at most one of ``alphas`` / ``amounts`` (default: alphas
+        −3 … 3); ``indices`` default to the first five directions; ``classes`` are names or ids.
+        """
+        if (seeds is None) == (rows is None):
+            raise invalid("seeds/rows", "both" if seeds is not None else "neither", "exactly one of seeds and rows")
+        if alphas is not None and amounts is not None:
+            raise invalid("alphas/amounts", "both", "exactly one of alphas and amounts", "Give one of them")
+        source = rows if rows is not None else SeedRows(tuple(int(s) for s in seeds))  # type: ignore[union-attr]
+        calibrated = amounts is not None
+        strengths = Strengths(tuple(float(v) for v in (amounts if calibrated else alphas or DEFAULT_ALPHAS)),
+                              calibrated=calibrated, clamp=bool(clamp_amounts))
+        chosen = list(range(min(DEFAULT_INDEX_COUNT, len(directions)))) if indices is None else list(indices)
+        if classes is None or isinstance(classes, (int, str)):
+            class_ids = (generator.resolve_class(classes),)
+        else:
+            class_ids = tuple(generator.resolve_class(c) for c in classes) or (generator.resolve_class(None),)
+        plan = cls(rows=source, indices=tuple(chosen), strengths=strengths, classes=class_ids,
+                   truncation=generator.check_truncation(truncation),
+                   layers=None if layers is None else tuple(int(i) for i in layers),
+                   allow_other_generator=bool(allow_other_generator))
+        plan.check(generator, directions)
+        return plan
+
+    # ------------------------------------------------------------------ validation
+    def check(self, generator: GeneratorAdapter, directions: Directions) -> None:
+        """Refuse a plan these directions and this generator cannot render (before any rendering)."""
+        directions.check_generator(generator, strict=not self.allow_other_generator)
+        if not self.indices:
+            raise invalid("indices", [], "at least one direction index", f"e.g. 0-{len(directions) - 1}")
+        for index in self.indices:
+            directions.check_index(index, param="indices")
+        space = generator.space(directions.space)
+        if self.layers is not None:
+            if not space.layered:
+                raise invalid("layers", list(self.layers), f"none: space {space.name!r} has one layer",
+                              "Drop --layers")
+            bad = [i for i in self.layers if not 0 <= i < space.num_layers]
+            if bad or not self.layers:
+                raise invalid("layers", list(self.layers), f"layers 0-{space.num_layers - 1} of {space.name!r}")
+        if self.strengths.calibrated:
+            if not directions.calibration:
+                raise invalid("amounts", list(self.strengths.values), "alphas only: this direction file is not "
+                              "calibrated", "Use --alphas, or a file from a calibrated method such as -m regression")
+            if len(directions) != 1 or space.layered:
+                raise invalid("amounts", list(self.strengths.values),
+                              "a calibrated file with one direction in a flat space")
+
+    # ------------------------------------------------------------------ shape of the run
+    @property
+    def rows_per_direction(self) -> int:
+        return len(self.classes) * len(self.rows)
+
+    @property
+    def total(self) -> int:
+        """Number of images the plan renders."""
+        return len(self.indices) * self.rows_per_direction * len(self.strengths.values)
+
+    def jobs(self) -> Iterator[tuple[int, int | None, int, float]]:
+        """``(direction index, class id, row position, strength value)`` in grid order."""
+        for index in self.indices:
+            for class_id in self.classes:
+                for position in range(len(self.rows)):
+                    for value in self.strengths.values:
+                        yield index, class_id, position, value
+
+    def effective_layers(self, directions: Directions) -> list[int] | None:
+        return list(self.layers) if self.layers is not None else directions.layers
+
+    # ------------------------------------------------------------------ records
+    def describe(self) -> dict[str, Any]:
+        """The plan as manifest fields (JSON-able)."""
+        described: dict[str, Any] = {
+            "rows": self.rows.describe(), "indices": list(self.indices), "classes": list(self.classes),
+            "truncation": self.truncation, "layers": None if self.layers is None else list(self.layers),
+            self.strengths.key: list(self.strengths.values),
+            "clamp_amounts": self.strengths.clamp, "allow_other_generator": self.allow_other_generator,
+        }
+        if isinstance(self.rows, SeedRows):  # flat field kept for readers of manifest v1
+            described["seeds"] = list(self.rows.seeds)
+        return described
+
+    def command_words(self) -> list[str]:
+        """The ``latentdirs edit`` options that render this plan (everything explicit)."""
+        words = self.rows.command_words() + ["--indices", ",".join(map(str, self.indices))]
+        words += self.strengths.command_words()
+        for class_id in self.classes:
+            if class_id is not None:
+                words += ["--class", str(class_id)]
+        if self.truncation is not None:
+            words += ["--truncation", repr(self.truncation)]
+        if self.layers is not None:
+            words += ["--layers", ",".join(map(str, self.layers))]
+        if self.allow_other_generator:
+            words.append("--allow-other-generator")
+        return words
+
+
+def generator_words(generator: GeneratorAdapter) -> list[str]:
+    """``-g SPEC`` and one ``--gen-opt KEY=VALUE`` per load option: the CLI words that reload ``generator``."""
+    words = ["-g", generator.spec]
+    for key, value in sorted(getattr(generator, "load_options", {}).items()):
+        words += ["--gen-opt", f"{key}={_option_text(value)}"]
+    return words
+
+
+def _option_text(value: Any) -> str:
+    """VALUE of ``--gen-opt KEY=VALUE`` that reads back as ``value`` (the CLI parses JSON when it can)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value  # plain text stays plain text
+    return json.dumps(value)
+
+
+__all__ = ["DEFAULT_ALPHAS", "EditPlan", "RowSource", "SeedRows", "Strengths", "generator_words"]
