@@ -24,6 +24,7 @@ from benchmarks.common import bare_vs_edit_main, bare_vs_edit_rows, best_time, r
 def _runners(directory: Path, batch: int, images: int) -> dict:
     """Two callables rendering ``images`` images at ``batch``: the bare package forward, and latentdirs editing."""
     import latentdirs
+    from latentdirs.plan import EditPlan
     from latentdirs.render import render_edits
 
     generator = latentdirs.load_generator(f"biggan:{directory}", device="cpu")
@@ -38,8 +39,9 @@ def _runners(directory: Path, batch: int, images: int) -> dict:
 
     def edit() -> None:
         with tempfile.TemporaryDirectory() as out:
-            render_edits(generator, directions, out_dir=out, seeds=list(range(images // 4)), indices=[0],
-                         alphas=[-2.0, -1.0, 1.0, 2.0], classes=[207], truncation=0.5, batch_size=batch)
+            plan = EditPlan.build(generator, directions, seeds=list(range(images // 4)), indices=[0],
+                                  alphas=[-2.0, -1.0, 1.0, 2.0], classes=[207], truncation=0.5)
+            render_edits(generator, directions, plan, out, batch_size=batch)
 
     return {"bare": bare, "edit": edit}
 

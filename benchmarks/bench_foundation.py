@@ -24,7 +24,8 @@ import torch
 import latentdirs
 from benchmarks.common import best_time, interleaved_best, peak_rss_mib, report
 from latentdirs.methods.sefa import sefa_factorize
-from latentdirs.render import render_edits
+from latentdirs.plan import EditPlan
+from latentdirs.render import Output, render_edits
 
 
 def reference_sefa(weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +67,9 @@ def bench_edit_throughput(batch_size: int, seeds: int, indices: int, alphas: int
 
     def edit(strips: bool) -> None:
         with tempfile.TemporaryDirectory() as out:
-            render_edits(faces, directions, out_dir=out, seeds=list(range(seeds)), indices=list(range(indices)),
-                         alphas=list(np.linspace(-3, 3, alphas)), batch_size=batch_size, strips=strips)
+            plan = EditPlan.build(faces, directions, seeds=list(range(seeds)), indices=list(range(indices)),
+                                  alphas=list(np.linspace(-3, 3, alphas)))
+            render_edits(faces, directions, plan, out, output=Output(strips=strips), batch_size=batch_size)
 
     best = interleaved_best({"bare": bare, "grids+strips": lambda: edit(True), "grids only": lambda: edit(False)},
                             repeat=5)

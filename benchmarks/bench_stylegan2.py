@@ -38,6 +38,7 @@ def write_network(resolution: int, folder: Path) -> Path:
 
 def _runners(path: Path, batch: int, images: int) -> dict:
     import latentdirs
+    from latentdirs.plan import EditPlan
     from latentdirs.render import render_edits
 
     generator = latentdirs.load_generator(f"stylegan2:{path}", device="cpu")
@@ -52,8 +53,9 @@ def _runners(path: Path, batch: int, images: int) -> dict:
 
     def edit() -> None:
         with tempfile.TemporaryDirectory() as out:
-            render_edits(generator, directions, out_dir=out, seeds=list(range(images // 2)), indices=[0],
-                         alphas=[-2.0, 2.0], truncation=0.7, batch_size=batch)
+            plan = EditPlan.build(generator, directions, seeds=list(range(images // 2)), indices=[0],
+                                  alphas=[-2.0, 2.0], truncation=0.7)
+            render_edits(generator, directions, plan, out, batch_size=batch)
 
     return {"bare": bare, "edit": edit}
 

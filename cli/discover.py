@@ -20,7 +20,7 @@ from latentdirs.cli.params import CONTEXT, DEVICE, INDEX_SPEC, OPTION
 @click.option("--layers", type=INDEX_SPEC, default=None,
               help="Projection layers to factorise, e.g. '0-3' (layered generators only).")
 @click.option("--space", default=None, help="Latent space, e.g. z, w or w+ (default: the method's choice).")
-@click.option("--seed", type=int, default=None, help="Random seed (learned methods).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed (learned methods).")
 @click.option("--transform", default=None,
               help="Transform to calibrate (regression method), e.g. shift-x; see 'latentdirs list transforms'.")
 @click.option("--opt", "options", type=OPTION, multiple=True, metavar="KEY=VALUE",
@@ -50,10 +50,12 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
     from tqdm import tqdm
 
     from latentdirs.api import discover
+    from latentdirs.atomic import check_not_an_input, check_writable_directory
     from latentdirs.registry import accepted_options, get_method, load_generator
+    from latentdirs.specs import split_generator_spec
 
-    from latentdirs.atomic import check_writable_directory
-
+    named = [split_generator_spec(generator_spec)[1], *(v for _, v in (*options, *generator_options))]
+    check_not_an_input(out, [v for v in named if isinstance(v, str) and v])  # never overwrite the weights
     check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
     chosen: dict[str, Any] = dict(options)
     for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import click
@@ -33,3 +34,13 @@ STRENGTH_RANGE = _SpecType("[LOW:]HIGH", parse_strength_range)
 DEVICE = click.Choice(list(DEVICE_CHOICES), case_sensitive=False)
 #: click settings every command shares
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with control characters (escape sequences, carriage returns, …) shown as ``\\xNN``, so
+    a string read from a file can neither clear the screen nor recolour or overwrite what is printed;
+    newlines and tabs are kept."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))

@@ -40,7 +40,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield temporary
         os.chmod(temporary, _FILE_MODE)
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except OSError as error:
+            raise OutputError(f"output: cannot write {str(target)!r} ({error.strerror or error}); "
+                              "choose a file path that is not a directory or busy") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -172,3 +176,27 @@ def exclusive_lock(target: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(handle)
+
+
+def check_not_an_input(output: str | Path, inputs: list[str | Path], *, param: str = "--out") -> Path:
+    """Refuse an output path that names one of the run's input files (it would be overwritten).
+
+    Compares resolved paths, and existing files by identity (hard links, symlinks), so ``same.pkl`` and
+    ``./dir/../same.pkl`` are caught alike.
+    """
+    output = Path(output)
+    if not str(output).strip() or output.is_dir():
+        raise OutputError(f"{param}: got {str(output)!r}, a directory; allowed: a file path. Give the file to "
+                          "write, e.g. -o out.safetensors")
+    for candidate in inputs:
+        source = Path(candidate)
+        same = output.resolve() == source.resolve()
+        if not same and output.exists() and source.exists():
+            try:
+                same = output.samefile(source)
+            except OSError:
+                same = False
+        if same:
+            raise OutputError(f"{param}: got {str(output)!r}, which is an input of this run; allowed: a path "
+                              "that is not an input. Write the result to another file")
+    return output

@@ -14,6 +14,7 @@ import torch
 from latentdirs.calibration import calibrated_steps_and_clamps
 from latentdirs.directions import Directions
 from latentdirs.errors import OutOfRangeError, invalid
+from latentdirs.latents import layer_mask
 from latentdirs.plan import EditPlan
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def shift(latents: torch.Tensor, directions: Directions | torch.Tensor, *, index
     if layers is None and isinstance(directions, Directions):
         layers = directions.layers if latents.dim() == 3 else None
     if not 0 <= index < vectors.shape[0]:
-        raise OutOfRangeError(f"index: got {index}; allowed: 0-{vectors.shape[0] - 1}")
+        raise invalid("index", index, f"0-{vectors.shape[0] - 1}", cls=OutOfRangeError)
     if latents.shape[-1] != vectors.shape[1]:
         raise invalid("latents", f"shape {tuple(latents.shape)}", f"last dimension {vectors.shape[1]} (the directions' D)")
     step = torch.as_tensor(alpha, dtype=latents.dtype, device=latents.device).reshape(-1, *([1] * (latents.dim() - 1)))
@@ -50,15 +51,7 @@ def shift(latents: torch.Tensor, directions: Directions | torch.Tensor, *, index
         return latents + delta
     if latents.dim() != 3:
         raise invalid("latents", f"shape {tuple(latents.shape)}", "[N, D] or [N, L, D]")
-    mask = torch.zeros(latents.shape[1], 1, dtype=latents.dtype, device=latents.device)
-    if layers is None:
-        mask[:] = 1
-    else:
-        bad = [i for i in layers if not 0 <= i < latents.shape[1]]
-        if bad:
-            raise OutOfRangeError(f"layers: got {list(layers)}; allowed: 0-{latents.shape[1] - 1}")
-        mask[list(layers)] = 1
-    return latents + delta * mask
+    return latents + delta * layer_mask(latents.shape[1], layers, like=latents)  # [N, 1, D] · [L, 1]
 
 
 @dataclass(frozen=True)
