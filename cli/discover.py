@@ -51,7 +51,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
 
     from latentdirs.api import discover
     from latentdirs.atomic import check_not_an_input, check_writable_directory
-    from latentdirs.registry import accepted_options, get_method, load_generator
+    from latentdirs.registry import accepted_options, generator_from_record, get_method
     from latentdirs.specs import split_generator_spec
 
     named = [split_generator_spec(generator_spec)[1], *(v for _, v in (*options, *generator_options))]
@@ -62,7 +62,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
                        ("transform", transform), ("resume", resume or None)):
         if value is not None:
             chosen[key] = value
-    generator = load_generator(generator_spec, device=device, **dict(generator_options))
+    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options), device=device)
     takes_progress = "progress" in accepted_options(get_method(method))
     started = time.perf_counter()
     with tqdm(desc=method, unit="step", disable=None if takes_progress else True, file=sys.stderr) as bar:

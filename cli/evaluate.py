@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from latentdirs.cli.params import CONTEXT, DEVICE, STRENGTH_RANGE
+from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, STRENGTH_RANGE
+
+#: VP renders and keeps every pair: the cap refuses absurd counts (10^12) before anything is allocated,
+#: while leaving 100× the default for careful runs
+MAX_PAIRS = 200_000
 
 
 @click.command("evaluate", context_settings=CONTEXT)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-g", "--generator", "generator_spec", default=None, help="Generator (default: each file's own).")
+@click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
+              help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:); repeatable.")
 @click.option("--seed", type=int, default=0, help="Makes the numbers repeatable.")
 @click.option("--top", type=click.IntRange(min=2), default=8, help="Directions evaluated per file.")
-@click.option("--pairs", type=click.IntRange(min=50), default=2000, help="VP image pairs per run.")
+@click.option("--pairs", type=click.IntRange(min=50, max=MAX_PAIRS), default=2000, help="VP image pairs per run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, help="VP training epochs.")
 @click.option("--vp-seeds", type=click.IntRange(min=1), default=2, help="VP runs averaged.")
 @click.option("--strength", type=STRENGTH_RANGE, default="3",
@@ -24,9 +32,12 @@ from latentdirs.cli.params import CONTEXT, DEVICE, STRENGTH_RANGE
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write a self-contained HTML report into this directory.")
 @click.option("--device", type=DEVICE, default="auto")
-def evaluate_command(files: tuple[Path, ...], generator_spec: str | None, seed: int, top: int, pairs: int, epochs: int,
-                    vp_seeds: int, strength: tuple[float, float], as_json: bool, report: Path | None, device: str) -> None:
+def evaluate_command(files: tuple[Path, ...], generator_spec: str | None,
+                     generator_options: tuple[tuple[str, Any], ...], seed: int, top: int, pairs: int, epochs: int,
+                     vp_seeds: int, strength: tuple[float, float], as_json: bool, report: Path | None,
+                     device: str) -> None:
     """Evaluate direction files on their generators; files of different generators are reported apart.
+    Exits 1 when a file could not be evaluated (after reporting the others).
 
     \b
     Example:
@@ -35,8 +46,13 @@ def evaluate_command(files: tuple[Path, ...], generator_spec: str | None, seed: 
     from latentdirs.evaluation import evaluate
     from latentdirs.evaluation.report import markdown, write_report
 
-    results = evaluate(list(files), generator_spec=generator_spec, device=device, seed=seed, top=top, pairs=pairs,
-                       epochs=epochs, vp_seeds=vp_seeds, strength=strength)
+    results = evaluate(list(files), generator_spec=generator_spec, generator_options=dict(generator_options),
+                       device=device, seed=seed, top=top, pairs=pairs, epochs=epochs, vp_seeds=vp_seeds,
+                       strength=strength)
     click.echo(json.dumps(results, indent=1) if as_json else markdown(results))
     if report is not None:
         click.echo(f"report: {write_report(results, report)}", err=True)
+    if results["errors"]:  # the report above lists each failure with its reason
+        click.secho(f"Error: {len(results['errors'])} of {len(files)} files could not be evaluated", err=True,
+                    fg="red")
+        sys.exit(1)

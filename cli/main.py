@@ -7,10 +7,11 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
-from latentdirs.cli.params import CONTEXT, DEVICE
+from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, terminal_safe
 from latentdirs.errors import LatentDirsError
 
 
@@ -23,11 +24,22 @@ class _Group(click.Group):
         except LatentDirsError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.secho(f"Error: {error}", err=True, fg="red")
+            click.secho(f"Error: {terminal_safe(_as_option(str(error), ctx))}", err=True, fg="red")
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted; finished files are kept, none is half-written.", err=True)
             sys.exit(130)
+
+
+def _as_option(message: str, ctx: click.Context) -> str:
+    """Name the command-line option in a library message that names its API parameter
+    ("indices: got 9" → "--indices: got 9"), so the API and the CLI share one set of checks."""
+    name, sep, rest = message.partition(": ")
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    for param in getattr(command, "params", ()):
+        if sep and param.name == name and isinstance(param, click.Option):
+            return f"{max(param.opts, key=len)}: {rest}"
+    return message
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -82,22 +94,29 @@ def inspect_command(directions: Path, as_json: bool) -> None:
     from latentdirs.directions import read_header
 
     meta = read_header(directions)
+    echo = _echo_safe  # the header's strings come from the file
     if as_json:
         click.echo(json.dumps(meta, indent=2, sort_keys=True))
         return
-    generator = meta.get("generator") or {}
-    method = meta.get("method") or {}
-    click.echo(f"file:        {directions}")
-    click.echo(f"schema:      {meta['schema']} v{meta['schema_version']} (latentdirs {meta.get('library_version')})")
-    click.echo(f"generator:   {generator.get('spec')}  {str(generator.get('fingerprint'))[:23]}…")
-    click.echo(f"space:       {meta.get('space')} ({meta.get('latent_dim')}-d), layers: {meta.get('layers') or 'all'}")
-    click.echo(f"method:      {method.get('name')} {json.dumps(method.get('options', {}))} seed={method.get('seed')}")
-    click.echo(f"directions:  {meta.get('num_directions')} (scores: {meta.get('score_kind') or 'none'})")
+    generator = meta.get("generator") if isinstance(meta.get("generator"), dict) else {}
+    method = meta.get("method") if isinstance(meta.get("method"), dict) else {}
+    echo(f"file:        {directions}")
+    echo(f"schema:      {meta['schema']} v{meta['schema_version']} (latentdirs {meta.get('library_version')})")
+    echo(f"generator:   {generator.get('spec')}  {str(generator.get('fingerprint'))[:23]}…")
+    if generator.get("options"):  # what edit, measure and evaluate reload it with (unless -g/--gen-opt differ)
+        echo(f"  options:   {json.dumps(generator['options'], sort_keys=True)}")
+    echo(f"space:       {meta.get('space')} ({meta.get('latent_dim')}-d), layers: {meta.get('layers') or 'all'}")
+    echo(f"method:      {method.get('name')} {json.dumps(method.get('options', {}))} seed={method.get('seed')}")
+    echo(f"directions:  {meta.get('num_directions')} (scores: {meta.get('score_kind') or 'none'})")
     if meta.get("calibration"):
-        click.echo(f"calibration: {json.dumps(meta['calibration'])}")
+        echo(f"calibration: {json.dumps(meta['calibration'])}")
     labels = meta.get("labels") or {}
     for index in sorted(labels, key=int):
-        click.echo(f"  d{index}: {labels[index]}")
+        echo(f"  d{index}: {labels[index]}")
+
+
+def _echo_safe(text: str) -> None:
+    click.echo(terminal_safe(text))
 
 
 @cli.command("label", context_settings=CONTEXT)
@@ -111,21 +130,26 @@ def label_command(directions: Path, index: int, name: str) -> None:
     Example:
       latentdirs label faces.safetensors 0 yaw
     """
+    from latentdirs.atomic import exclusive_lock
     from latentdirs.directions import Directions
 
-    loaded = Directions.load(directions)
-    loaded.set_label(index, name)
-    loaded.save(directions)
-    click.echo(f"{directions}: d{index} = {name!r}" if name else f"{directions}: d{index} unlabelled")
+    with exclusive_lock(directions):  # concurrent labellers each see the others' labels
+        loaded = Directions.load(directions)
+        loaded.set_label(index, name)
+        loaded.save(directions)
+    click.echo(terminal_safe(f"{directions}: d{index} = {name!r}" if name else f"{directions}: d{index} unlabelled"))
 
 
 @cli.command("import", context_settings=CONTEXT)
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-g", "--generator", "generator_spec", required=True, help="Generator the directions belong to.")
+@click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
+              help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:); repeatable.")
 @click.option("--space", default=None, help="Latent space of the directions (default: the generator's first).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Direction file to write.")
 @click.option("--device", type=DEVICE, default="auto", help="Where to load the generator.")
-def import_command(source: Path, generator_spec: str, space: str | None, out: Path, device: str) -> None:
+def import_command(source: Path, generator_spec: str, generator_options: tuple[tuple[str, Any], ...],
+                   space: str | None, out: Path, device: str) -> None:
     """Convert SeFa/InterFaceGAN .npy or GANSpace .npz directions into a direction file.
 
     \b
@@ -133,9 +157,10 @@ def import_command(source: Path, generator_spec: str, space: str | None, out: Pa
       latentdirs import boundary.npy -g dcgan-faces -o boundary.safetensors
     """
     from latentdirs.importers import import_directions
-    from latentdirs.registry import load_generator
+    from latentdirs.registry import generator_from_record
 
-    generator = load_generator(generator_spec, device=device)
+    # no record: the generator is the user's -g, with their --gen-opt (names checked before loading)
+    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options), device=device)
     directions = import_directions(source, generator, space=space)
     directions.save(out)
     click.echo(f"wrote {out} ({len(directions)} directions, {directions.latent_dim}-d)")

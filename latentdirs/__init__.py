@@ -11,13 +11,12 @@ torch.Size([5, 16])
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from latentdirs.api import discover  # noqa: E402
-from latentdirs.directions import Directions  # noqa: E402
-from latentdirs.edit import shift, traverse  # noqa: E402
-from latentdirs.errors import LatentDirsError  # noqa: E402
-from latentdirs.registry import list_generators, list_methods, load_generator  # noqa: E402
+from latentdirs.api import discover
+from latentdirs.directions import Directions
+from latentdirs.edit import shift, traverse
+from latentdirs.errors import LatentDirsError
+from latentdirs.registry import list_generators, list_methods, load_generator
+from latentdirs.version import __version__
 
 __all__ = ["Directions", "LatentDirsError", "__version__", "discover", "list_generators", "list_methods",
            "load_generator", "shift", "traverse"]

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from latentdirs.errors import UnknownNameError, describe_allowed
+from latentdirs.errors import unknown
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def catalogue() -> dict[str, CheckpointEntry]:
 def entry(name: str) -> CheckpointEntry:
     entries = catalogue()
     if name not in entries:
-        raise UnknownNameError(f"checkpoint: got {name!r}; known: {describe_allowed(entries)}")
+        raise unknown("checkpoint", name, entries)
     return entries[name]
 
 
@@ -58,5 +58,5 @@ def curated_file(name: str) -> Path:
     path = checkpoints_dir() / name
     if not path.is_file():
         available = sorted(p.name for p in checkpoints_dir().glob("*.safetensors"))
-        raise UnknownNameError(f"curated direction file: got {name!r}; shipped: {describe_allowed(available)}")
+        raise unknown("curated direction file", name, available, "Those are the files shipped in checkpoints/")
     return path

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from latentdirs import __version__
+from latentdirs.version import __version__
 from latentdirs.atomic import write_bytes_atomic
 from latentdirs.errors import DirectionFileError, FingerprintMismatchError, OutOfRangeError, invalid
 
@@ -141,8 +141,8 @@ class Directions:
 
     def check_index(self, index: int, *, param: str = "index") -> int:
         if not 0 <= int(index) < len(self):
-            raise OutOfRangeError(f"{param}: got {index}; allowed: 0-{len(self) - 1} "
-                                  f"(this file holds {len(self)} directions)")
+            raise invalid(param, index, f"0-{len(self) - 1} (this file holds {len(self)} directions)",
+                          cls=OutOfRangeError)
         return int(index)
 
     def set_label(self, index: int, name: str | None) -> None:

@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 import torch
 
 from latentdirs.atomic import atomic_path
-from latentdirs.errors import DirectionFileError, invalid
+from latentdirs.errors import DirectionFileError, as_finite, check_count, check_positive, invalid
+from latentdirs.latents import clamp_to_ball_
 from latentdirs.transforms import gaussian_blur, get_transform
 
 
@@ -44,17 +45,35 @@ class TrajectoryData:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrajectoryData":
+        """Read a file :meth:`save` wrote; anything else is a :class:`DirectionFileError` naming ``dataset``."""
         from safetensors import safe_open
 
+        allowed = "a trajectory file written by regression's save_dataset (safetensors, latentdirs trajectories/1)"
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
+                if meta.get("latentdirs") != "trajectories/1":
+                    raise invalid("dataset", str(path), allowed, cls=DirectionFileError)
                 tensors = {k: handle.get_tensor(k) for k in ("z0", "zt", "delta", "error")}
-        except Exception as error:
-            raise DirectionFileError(f"dataset: {str(path)!r} is not a trajectory file ({error})") from None
-        if meta.get("latentdirs") != "trajectories/1":
-            raise DirectionFileError(f"dataset: {str(path)!r} is not a latentdirs trajectory file")
-        return cls(transform=meta.get("transform", "?"), **tensors)
+        except DirectionFileError:
+            raise
+        except Exception as error:  # safetensors raises its own kinds for missing, truncated or foreign files
+            raise invalid("dataset", str(path), allowed, f"It cannot be read: {error}", cls=DirectionFileError) from None
+        rows = tensors["delta"].shape
+        if (tensors["z0"].dim() != 2 or tensors["zt"].shape != tensors["z0"].shape or len(rows) != 1
+                or tensors["error"].shape != rows or tensors["z0"].shape[0] != rows[0]):
+            raise invalid("dataset", str(path), allowed + " with z0, zt [M, D] and delta, error [M]",
+                          f"It holds {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())}",
+                          cls=DirectionFileError)
+        return cls(transform=str(meta.get("transform", "?")), **{k: v.float() for k, v in tensors.items()})
+
+
+def check_amounts(amounts: Sequence[float]) -> list[float]:
+    """``amounts`` as a list of floats if they are finite, positive and increasing; else an error."""
+    values = [as_finite(a) for a in amounts] if isinstance(amounts, (list, tuple)) else [None]
+    if not values or any(v is None or v <= 0 for v in values) or values != sorted(values):
+        raise invalid("amounts", amounts, "increasing positive amounts, e.g. 0.1,0.2,0.3")
+    return values  # type: ignore[return-value]
 
 
 def invert_trajectories(generator, z0: torch.Tensor, transform: str, amounts: Sequence[float], *,
@@ -66,10 +85,9 @@ def invert_trajectories(generator, z0: torch.Tensor, transform: str, amounts: Se
     ``z0 [N, D]`` in the generator's ``z`` space; ``sigma`` is the blur in pixels (default: 3 px at
     128 px, scaled to the resolution); ``progress(done, total)`` counts (amount, chunk) steps.
     """
-    if not amounts or any(a <= 0 for a in amounts) or list(amounts) != sorted(amounts):
-        raise invalid("amounts", list(amounts), "increasing positive amounts, e.g. 0.1,0.2,0.3")
-    if iterations < 1 or lr <= 0 or batch_size < 2:
-        raise invalid("inversion options", (iterations, lr, batch_size), "iterations ≥ 1, lr > 0, batch_size ≥ 2")
+    amounts = check_amounts(amounts)
+    iterations, lr = check_count("iterations", iterations), check_positive("lr", lr)
+    batch_size = check_count("batch_size", batch_size, 2)
     apply = get_transform(transform).apply
     sigma = 3.0 * generator.resolution / 128 if sigma is None else sigma
     z0 = z0.to(generator.device)
@@ -113,7 +131,6 @@ def invert_images(generator, targets: torch.Tensor, masks: torch.Tensor, init: t
     """
     sigma = 3.0 * generator.resolution / 128 if sigma is None else sigma
     target = targets if blurred_target else gaussian_blur(targets, sigma)
-    radius = math.sqrt(init.shape[1])
     z = init.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([z], lr=lr)
     for _ in range(iterations):
@@ -122,7 +139,7 @@ def invert_images(generator, targets: torch.Tensor, masks: torch.Tensor, init: t
         per_sample.sum().backward()
         optimiser.step()
         with torch.no_grad():  # stay in the ball where the prior's mass is
-            z.mul_(torch.clamp(radius / z.norm(dim=1, keepdim=True), max=1.0))
+            clamp_to_ball_(z)
     with torch.no_grad():
         error = _masked_error(gaussian_blur(generator.synthesize(z, classes=class_id), sigma), target, masks)
     return z.detach(), error

@@ -108,7 +108,7 @@ def measure_calibration(generator, directions, *, seeds: list[int], amounts: lis
     source_rows = sources[[position[item.seed] for item in items]]
     span = max(abs(a) for a in amounts) * 1.5 + 1e-3
     measured = measure_amounts(source_rows, images, transform, low=-span, high=span, steps=121)
-    requested = torch.tensor([item.amount for item in items])
+    requested = torch.tensor([item.value for item in items])
     return accuracy_table(requested, measured)
 
 

@@ -1,7 +1,7 @@
 """The edit plan: one immutable value that says what an edit renders.
 
-An :class:`EditPlan` holds the rows (a *row source*: seeds today, latents read from a file next), the
-classes, the truncation ψ, the directions' indices and the layers they move, the strengths (alphas,
+An :class:`EditPlan` holds the rows (a *row source*: :class:`SeedRows`, or :class:`LatentRows` — the
+latents of a file such as ``latentdirs invert`` writes), the classes, the truncation ψ, the directions' indices and the layers they move, the strengths (alphas,
 or calibrated amounts with the clamp policy) and whether the directions may meet other weights than
 their own. :func:`latentdirs.edit.traverse` renders it, :func:`latentdirs.render.render_edits` writes
 its files, and the manifest and the command line that reproduces a run are both derived from it here
@@ -13,12 +13,14 @@ Grid order is always direction, then class, then row, then strength.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import torch
 
 from latentdirs.errors import invalid
+from latentdirs.latent_file import Latents, check_mapping
 
 if TYPE_CHECKING:
     from latentdirs.directions import Directions
@@ -31,14 +33,22 @@ DEFAULT_INDEX_COUNT = 5
 
 
 class RowSource(Protocol):
-    """Where an edit's rows come from: one starting latent per row, in the generator's ``z``."""
+    """Where an edit's rows come from: one starting latent per row, in the row source's :attr:`space`.
+
+    :func:`~latentdirs.edit.traverse` maps the rows from :attr:`space` to the directions' space with
+    ``generator.to_space`` (:meth:`EditPlan.check` refuses a mapping the family cannot do).
+    """
 
     kind: str
+
+    @property
+    def space(self) -> str:
+        """The latent space of :meth:`latents`: ``"z"`` for seeds, what the file says for latents."""
 
     def __len__(self) -> int: ...
 
     def latents(self, generator: GeneratorAdapter, truncation: float | None) -> torch.Tensor:
-        """``[R, z_dim]`` starting latents on the generator's device, row order kept."""
+        """``[R, D]`` or ``[R, L, D]`` starting latents in :attr:`space` on the generator's device, row order kept."""
 
     def key(self, position: int) -> dict[str, Any]:
         """What identifies row ``position`` in a manifest, e.g. ``{"seed": 3}``."""
@@ -55,8 +65,9 @@ class RowSource(Protocol):
     def describe(self) -> dict[str, Any]:
         """JSON-able description for the manifest."""
 
-    def command_words(self) -> list[str]:
-        """The CLI words that give the same rows, e.g. ``["--seeds", "0,1,2"]``."""
+    def command_words(self) -> list[str] | None:
+        """The CLI words that give the same rows, e.g. ``["--seeds", "0,1,2"]``; None when no words can
+        (latents never saved to a file)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,10 @@ class SeedRows:
         bad = [s for s in self.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2 ** 63]
         if bad:
             raise invalid("seeds", bad[:5], "integers in 0 … 2^63-1")
+
+    @property
+    def space(self) -> str:
+        return "z"  # seeds are drawn in z and mapped from there
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -96,6 +111,97 @@ class SeedRows:
 
     def command_words(self) -> list[str]:
         return ["--seeds", ",".join(map(str, self.seeds))]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
+
+
+def file_tag(label: str, limit: int = 40) -> str:
+    """A file-name fragment of ``label``: runs of other characters than ``A-Z a-z 0-9`` become ``_``."""
+    return _UNSAFE.sub("_", label).strip("_")[:limit].strip("_") or "row"
+
+
+@dataclass(frozen=True, eq=False)
+class LatentRows:
+    """Rows from a :class:`~latentdirs.latent_file.Latents` (inverted photos): row ``k`` is ``latents.tensor[k]``.
+
+    Rows are labelled by the file's labels (the photos' file-name stems) and keep its space (``z``,
+    ``w``, ``w+``, …). When the file records a class per row and the edit gives no class, each row
+    renders under its own class (:attr:`EditPlan.row_classes`). The latents render with the truncation
+    they were inverted with; an edit may not ask for another.
+    """
+
+    source: Latents
+    kind: str = "latents"
+    _tags: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, Latents):
+            raise invalid("rows", type(self.source).__name__, "a Latents object (latentdirs.latent_file)")
+        object.__setattr__(self, "_tags", _unique_tags(self.source.labels))
+
+    @property
+    def space(self) -> str:
+        return self.source.space
+
+    @property
+    def classes(self) -> list[int] | None:
+        """The class recorded per row, or None."""
+        return self.source.classes
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def latents(self, generator: GeneratorAdapter, truncation: float | None) -> torch.Tensor:
+        return self.source.tensor.to(generator.device)  # truncation: checked equal to the file's in check()
+
+    def key(self, position: int) -> dict[str, Any]:
+        record = self.source.source(position)
+        return {"latent": position, "label": self.source.labels[position],
+                "source_sha256": None if record is None else record.sha256}
+
+    def label(self, position: int) -> str:
+        return self.source.labels[position]
+
+    def short_label(self, position: int) -> str:
+        label = self.source.labels[position]
+        return label if len(label) <= 12 else label[:11] + "…"
+
+    def file_tag(self, position: int) -> str:
+        return self._tags[position]
+
+    def describe(self) -> dict[str, Any]:
+        path = self.source.path
+        return {"kind": self.kind, "path": None if path is None else str(path),
+                "absolute": None if path is None else str(path.resolve()), "sha256": self.source.sha256,
+                "space": self.space, "count": len(self), "labels": self.source.labels,
+                "classes": self.source.classes, "truncation": self.source.truncation}
+
+    def command_words(self) -> list[str] | None:
+        if self.source.path is None:
+            return None  # never saved: nothing on a command line names these rows
+        return ["--latents", str(self.source.path.resolve())]
+
+    def check(self, generator: GeneratorAdapter, plan: "EditPlan") -> None:
+        """Refuse what these rows cannot render under ``plan``: other weights (unless allowed), another
+        space shape, classes the generator lacks, another truncation than the inversion's."""
+        self.source.check_generator(generator, strict=not plan.allow_other_generator)
+        if plan.truncation != self.source.truncation:
+            recorded = "none" if self.source.truncation is None else f"ψ = {self.source.truncation!r}"
+            raise invalid("truncation", plan.truncation, f"the truncation the latents were inverted with ({recorded})",
+                          "Drop --truncation: an inverted photo renders as it was inverted")
+
+
+def _unique_tags(labels: Sequence[str]) -> tuple[str, ...]:
+    """File tags of ``labels``; tags two labels share get ``_r{position}``, so no strip overwrites another."""
+    tags = [file_tag(label) for label in labels]
+    counts: dict[str, int] = {}
+    for tag in tags:
+        counts[tag] = counts.get(tag, 0) + 1
+    tags = [f"{tag}_r{k}" if counts[tag] > 1 else tag for k, tag in enumerate(tags)]
+    if len(set(tags)) < len(tags):  # a label that already ended in _rK: fall back to positions
+        tags = [f"r{k}_{tag}" for k, tag in enumerate(tags)]
+    return tuple(tags)
 
 
 @dataclass(frozen=True)
@@ -260,7 +366,7 @@ class EditPlan:
 def generator_words(generator: GeneratorAdapter) -> list[str]:
     """``-g SPEC`` and one ``--gen-opt KEY=VALUE`` per load option: the CLI words that reload ``generator``."""
     words = ["-g", generator.spec]
-    for key, value in sorted(getattr(generator, "load_options", {}).items()):
+    for key, value in sorted(generator.load_options.items()):
         words += ["--gen-opt", f"{key}={_option_text(value)}"]
     return words
 

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from latentdirs.errors import UnknownNameError, describe_allowed, invalid
+from latentdirs.errors import invalid, unknown
 
 #: images [N, C, H, W], amounts [N] → (transformed [N, C, H, W], mask [N, 1, H, W])
 TransformFunction = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -110,8 +110,9 @@ def register_transform(transform: Transform) -> None:
 
 
 def get_transform(name: str) -> Transform:
-    if name not in _REGISTRY:
-        raise UnknownNameError(f"transform: got {name!r}; known: {describe_allowed(_REGISTRY)}")
+    """The transform registered as ``name``; an unknown name lists the known ones."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise unknown("transform", name, _REGISTRY, "Run 'latentdirs list transforms'")
     return _REGISTRY[name]
 
 

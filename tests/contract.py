@@ -1,15 +1,71 @@
-"""The shared adapter contract: every generator adapter's test class mixes this in.
+"""The shared adapter contract, run over every registered built-in family (tests/test_adapters.py).
 
-Subclasses provide a ``generator`` fixture (an adapter on the CPU) and may set ``batch`` or
-``mutable_parameter`` (the name of a parameter to perturb for the fingerprint check).
+:data:`FAMILY_FIXTURES` holds one factory per family: ``factory(request) -> adapter on the CPU``,
+loaded through the registry (so ``load_options`` are real). A family registered in
+:data:`latentdirs.registry.BUILTIN_GENERATORS` without a factory here fails the suite. A test class
+mixing in :class:`AdapterContract` provides a ``generator`` fixture and may set ``batch``.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Callable
 
 import pytest
 import torch
 
 from latentdirs.generators.base import GeneratorAdapter
+from latentdirs.registry import BUILTIN_GENERATORS, generator_from_record, load_generator
+from latentdirs.specs import split_generator_spec
+
+
+def _session_fixture(name: str) -> Callable[[pytest.FixtureRequest], GeneratorAdapter]:
+    """The embedded and synthetic generators are loaded once per session (tests/conftest.py)."""
+    return lambda request: request.getfixturevalue(name)
+
+
+def _biggan(request: pytest.FixtureRequest) -> GeneratorAdapter:
+    from tests.biggan_tiny import write_biggan_dir
+
+    folder = request.getfixturevalue("tmp_path_factory").mktemp("contract-biggan")
+    return load_generator(f"biggan:{write_biggan_dir(folder)}", device="cpu")
+
+
+def _stylegan2(request: pytest.FixtureRequest) -> GeneratorAdapter:
+    from tests.stylegan2_fixtures import random_network, tiny_config, write_nvlabs_pickle
+
+    folder = request.getfixturevalue("tmp_path_factory").mktemp("contract-stylegan2")
+    path = write_nvlabs_pickle(random_network(tiny_config()), folder / "network.pkl")
+    return load_generator(f"stylegan2:{path}", device="cpu", noise_mode="const", truncation_cutoff=4)
+
+
+def _module(request: pytest.FixtureRequest) -> GeneratorAdapter:
+    return load_generator("module:tests.linear_generator:make", device="cpu", first_layer="fc")
+
+
+#: family name → factory of a small real adapter of that family (CPU)
+FAMILY_FIXTURES: dict[str, Callable[[pytest.FixtureRequest], GeneratorAdapter]] = {
+    "dcgan-faces": _session_fixture("faces"),
+    "dcgan-eyes": _session_fixture("eyes"),
+    "synthetic": _session_fixture("synthetic"),
+    "biggan": _biggan,
+    "stylegan2": _stylegan2,
+    "module": _module,
+}
+
+
+def registered_families() -> list[str]:
+    """The built-in families the registry knows, in its order."""
+    return list(BUILTIN_GENERATORS)
+
+
+def family_adapter(request: pytest.FixtureRequest, family: str) -> GeneratorAdapter:
+    """The adapter :data:`FAMILY_FIXTURES` makes for ``family``; fails the test when there is none."""
+    factory = FAMILY_FIXTURES.get(family)
+    if factory is None:
+        pytest.fail(f"family {family!r} is registered but tests/contract.py has no fixture for it: "
+                    "add a factory to FAMILY_FIXTURES")
+    return factory(request)
 
 
 class AdapterContract:
@@ -81,11 +137,30 @@ class AdapterContract:
         assert generator.fingerprint() == first
 
     def test_describe_is_json(self, generator):
-        import json
-
         described = json.loads(json.dumps(generator.describe()))
         assert described["fingerprint"] == generator.fingerprint()
         assert described["resolution"] == generator.resolution
+
+    def test_load_options_recorded_and_reloaded(self, generator):
+        """describe() records the loader options; reloading the record gives the same generator back."""
+        record = json.loads(json.dumps(generator.describe()))  # as a direction file stores it
+        assert record["options"] == generator.load_options
+        family = BUILTIN_GENERATORS[split_generator_spec(record["spec"])[0]]
+        # a spec read from a file may not import code: for module: the user passes it (-g)
+        trusted = record["spec"] if family.imports_code else None
+        reloaded = generator_from_record(record, spec=trusted, device="cpu")
+        assert reloaded.load_options == generator.load_options
+        assert reloaded.describe() == record
+        z = generator.sample(2, seed=5)
+        with torch.no_grad():
+            assert torch.equal(reloaded.synthesize(z.to(reloaded.device)).cpu(), generator.synthesize(z).cpu())
+
+    def test_declared_hooks_have_their_types(self, generator):
+        """The hooks methods and the evaluation read are declared on the base and answer in kind."""
+        assert generator.sefa_space(None) in generator.spaces
+        truth = generator.true_directions
+        assert truth is None or all(v.shape == (generator.space(None).dim,) for v in truth.values())
+        assert isinstance(generator.projection_layers, tuple) and generator.projection_layers
 
     def test_bad_space_named(self, generator):
         from latentdirs.errors import UnknownNameError

@@ -116,7 +116,7 @@ def test_exact_mode_taps_subspace_and_conditional(faces, eyes):
 def test_bad_options(synthetic, tmp_path):
     with pytest.raises(InvalidValueError, match="num_directions: got 20; allowed: 1-16"):
         latentdirs.discover(synthetic, "orojar", num_directions=20, steps=1)
-    with pytest.raises(InvalidValueError, match="k ≥ 2"):
+    with pytest.raises(InvalidValueError, match="k: got 1; allowed: an integer ≥ 2"):
         latentdirs.discover(synthetic, "orojar", k=1, steps=1)
     with pytest.raises(LatentDirsError, match="taps: got \\['nope'\\]; allowed: 'output' or named layers"):
         latentdirs.discover(synthetic, "orojar", taps=["nope"], steps=1)

@@ -58,7 +58,7 @@ def test_transform_registry_is_extensible():
 
     register_transform(Transform("invert", invert, "fraction", (0.1, 0.2), "negative"))
     assert "invert" in list_transforms() and get_transform("invert").units == "fraction"
-    with pytest.raises(UnknownNameError, match="transform: got 'swirl'; known: shift-x"):
+    with pytest.raises(UnknownNameError, match="transform: got 'swirl'; allowed: shift-x"):
         get_transform("swirl")
 
 

@@ -54,10 +54,24 @@ def test_rows_sorted_unit_and_canonical(faces):
     assert torch.all(peaks > 0)
 
 
+def _normalised_spectrum(weight: np.ndarray) -> np.ndarray:
+    """Eigenvalues of A·Aᵀ for A = ``weight`` [rows, …] flattened and column-normalised, by an SVD."""
+    matrix = weight.reshape(weight.shape[0], -1)
+    norms = np.linalg.norm(matrix, axis=0)
+    return np.linalg.svd(matrix / np.where(norms > 0, norms, 1), compute_uv=False) ** 2
+
+
 def test_conditional_uses_latent_rows_only(eyes):
-    directions = latentdirs.discover(eyes, "sefa", num_directions=3)
+    directions = latentdirs.discover(eyes, "sefa")
     assert directions.latent_dim == 100
-    assert directions.scores.sum() <= 1024 * 16 + 1e-2
+    weight = eyes.network.main[0].weight.detach().double().numpy()  # [100 latent + 8 class rows, 1024, 4, 4]
+    latent_rows = weight[:100].reshape(100, -1)
+    # the trace of A·Aᵀ of a column-normalised A: one per output unit whose latent weights are not all zero
+    live_units = int((np.linalg.norm(latent_rows, axis=0) > 0).sum())
+    assert directions.scores.double().sum().item() == pytest.approx(live_units, rel=1e-4)
+    np.testing.assert_allclose(directions.scores[:3].numpy(), _normalised_spectrum(weight[:100])[:3], rtol=1e-4)
+    with_class_rows = _normalised_spectrum(weight)[:3]  # what factorising the class rows too would give
+    assert np.all(np.abs(directions.scores[:3].numpy() / with_class_rows - 1) > 0.1)
 
 
 def test_factorize_ignores_dead_units():

@@ -17,7 +17,6 @@ from latentdirs.errors import InvalidValueError, NotSupportedError, WeightsMisma
 from latentdirs.generators.stylegan2.network import upsample2d
 from latentdirs.generators.stylegan2.unpickle import restricted_load
 from tests.conftest import invoke
-from tests.contract import AdapterContract
 from tests.stylegan2_fixtures import (random_network, rosinality_state, tiny_config, write_nvlabs_pickle,
                                       write_rosinality, write_tensorflow_pickle)
 
@@ -41,10 +40,7 @@ def stylegan(files):
     return latentdirs.load_generator(f"stylegan2:{files['nvlabs']}", device="cpu")
 
 
-class TestStyleGAN2Contract(AdapterContract):
-    @pytest.fixture
-    def generator(self, stylegan):
-        return stylegan
+# the adapter contract runs on StyleGAN2 with every other family (tests/test_adapters.py, tests/contract.py)
 
 
 # ---------------------------------------------------------------------- an independent reference forward
@@ -242,7 +238,7 @@ def test_forbidden_global_is_refused_and_nothing_runs(tmp_path, monkeypatch):
     path = tmp_path / "evil.pkl"
     for protocol in (0, 2, 4):  # protocols 0-2 have no frames: the global comes within the first bytes
         path.write_bytes(pickle.dumps({"G_ema": Evil()}, protocol=protocol))
-        with pytest.raises(WeightsMismatchError, match=r"global (posix|os|nt)\.system, which is not on the allow-list"):
+        with pytest.raises(WeightsMismatchError, match=r"references the global (posix|os|nt)\.system.*Nothing from the file was run"):
             latentdirs.load_generator(f"stylegan2:{path}")
         assert not marker.exists(), f"protocol {protocol}: the file's code ran"
 
@@ -275,7 +271,7 @@ def test_unsupported_variants_refused_clearly(tmp_path, network):
     state = rosinality_state(network)
     state["convs.0.conv.modulation.weight"] = state["convs.0.conv.modulation.weight"][:, :8]
     torch.save({"g_ema": state, "latent_avg": network.mapping.w_avg}, tmp_path / "cut.pt")
-    with pytest.raises(WeightsMismatchError, match=r"wrong shapes \['synthesis.b8.conv0.affine.weight"):
+    with pytest.raises(WeightsMismatchError, match=r"cut.pt with 1 wrongly shaped'.*wrong shapes: synthesis.b8.conv0.affine.weight \(16, 8\)"):
         latentdirs.load_generator(f"stylegan2:{tmp_path / 'cut.pt'}")
     with pytest.raises(InvalidValueError, match="noise_mode: got 'fresh'"):
         latentdirs.load_generator(f"stylegan2:{tmp_path / 'cut.pt'}", noise_mode="fresh")

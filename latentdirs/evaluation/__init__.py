@@ -7,9 +7,10 @@ error instead of stopping the others. :mod:`.report` turns the result into a sel
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -17,11 +18,12 @@ from latentdirs.directions import Directions, read_header
 from latentdirs.errors import LatentDirsError
 from latentdirs.evaluation.profile import effect_profile, ground_truth
 from latentdirs.evaluation.vp import random_basis, variation_predictability
+from latentdirs.generators.base import GeneratorAdapter
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_directions(generator, directions: Directions, *, top: int = 8, pairs: int = 2000, epochs: int = 4,
+def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, top: int = 8, pairs: int = 2000, epochs: int = 4,
                         vp_seeds: int = 2, strength: float | tuple[float, float] = 3.0, seed: int = 0) -> dict[str, Any]:
     """All metrics for the first ``top`` directions of one file on its generator.
 
@@ -49,7 +51,7 @@ def evaluate_directions(generator, directions: Directions, *, top: int = 8, pair
                     "train": sum(r["train_seconds"] for r in runs + floors)},
         "profile": effect_profile(generator, vectors, strength=strength[1], seed=seed, **common),
     }
-    truth = getattr(generator, "true_directions", None)
+    truth = generator.true_directions
     if truth is not None:
         result["ground_truth"] = ground_truth(truth, directions.vectors)
     calibration = directions.meta.get("calibration")
@@ -66,26 +68,36 @@ def evaluate_directions(generator, directions: Directions, *, top: int = 8, pair
     return result
 
 
-def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None, device: str = "auto",
+def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
+             generator_options: Mapping[str, Any] | None = None, device: str = "auto",
              **options: Any) -> dict[str, Any]:
-    """Evaluate several files; returns ``{"generators": {spec: [file results]}, "errors": [...]}``."""
-    from latentdirs.registry import load_generator
+    """Evaluate several files; returns ``{"generators": {spec: [file results]}, "errors": [...]}``.
 
-    loaded: dict[str, Any] = {}
+    Each file's generator is reloaded from its header as it was loaded (spec and loader options), unless
+    ``generator_spec`` / ``generator_options`` (the CLI's ``-g`` / ``--gen-opt``) say otherwise — by the
+    rules of :func:`~latentdirs.registry.generator_request`; a spec read from a file never imports code.
+    Each file result records the ``generator_options`` it was evaluated with.
+    """
+    from latentdirs.registry import generator_request, load_generator
+
+    loaded: dict[tuple[str, str], GeneratorAdapter] = {}
     grouped: dict[str, list[dict[str, Any]]] = {}
     errors = []
     for path in paths:
         try:
             header = read_header(path)
-            spec = generator_spec or (header.get("generator") or {}).get("spec")
-            if spec not in loaded:
-                loaded[spec] = load_generator(spec, device=device)
-            generator = loaded[spec]
+            spec, chosen = generator_request(header.get("generator"), spec=generator_spec,
+                                             options=generator_options)
+            key = (spec, json.dumps(chosen, sort_keys=True))  # same spec, other options: another generator
+            if key not in loaded:
+                loaded[key] = load_generator(spec, device=device, **chosen)
+            generator = loaded[key]
             directions = Directions.load(path, generator=generator)
             with torch.random.fork_rng():
                 metrics = evaluate_directions(generator, directions, **options)
             grouped.setdefault(spec, []).append({"file": str(path), "method": directions.method_name,
-                                                 "labels": directions.meta.get("labels", {}), **metrics})
+                                                 "labels": directions.meta.get("labels", {}),
+                                                 "generator_options": dict(generator.load_options), **metrics})
         except (LatentDirsError, OSError) as error:
             log.warning("evaluate: %s: %s", path, error)
             errors.append({"file": str(path), "error": str(error)})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from latentdirs.latents import along_layers
 from latentdirs.transforms import gaussian_blur
 
 #: RMS change per unit strength (images in [-1, 1]) below which a direction does nothing visible
@@ -34,11 +35,7 @@ def effect_profile(generator, vectors: torch.Tensor, *, seeds: int = 8, strength
         for vector in vectors:
             changes = []
             for alpha in alphas:
-                step = alpha * vector.to(latents)
-                if latents.dim() == 3:
-                    mask = torch.zeros(latents.shape[1], 1, device=latents.device)
-                    mask[layers if layers is not None else slice(None)] = 1
-                    step = step * mask
+                step = along_layers(alpha * vector.to(latents), latents, layers)
                 moved = gaussian_blur(generator.synthesize(latents + step, space=space, classes=class_id), sigma)
                 changes.append(moved - base)
             d = torch.stack(changes)  # [A, N, C, H, W]

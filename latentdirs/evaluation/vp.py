@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentdirs.errors import invalid
+from latentdirs.latents import along_layers
 
 
 def random_basis(count: int, dim: int, seed: int) -> torch.Tensor:
@@ -47,11 +48,7 @@ def _pair_differences(generator, vector_sets: Sequence[torch.Tensor], *, count: 
             unedited = generator.synthesize(base, space=space, classes=class_id)
             for vectors, out in zip(vector_sets, differences):
                 step = (signs[part] * magnitudes[part]).unsqueeze(1).to(base) * vectors[labels[part]].to(base)
-                if base.dim() == 3:  # w+: move only the chosen rows
-                    mask = torch.zeros(base.shape[1], 1, device=base.device)
-                    mask[layers if layers is not None else slice(None)] = 1
-                    step = step.unsqueeze(1) * mask
-                edited = generator.synthesize(base + step, space=space, classes=class_id)
+                edited = generator.synthesize(base + along_layers(step, base, layers), space=space, classes=class_id)
                 out.append(F.interpolate(edited - unedited, size=32, mode="area").cpu())
     return [torch.cat(out) for out in differences], labels
 

@@ -54,11 +54,17 @@ class GeneratorAdapter(abc.ABC):
     (empty for unconditional nets), hold the network in ``self.network`` (eval mode, frozen), and
     implement :meth:`_sample_z` only if their prior is not N(0, I), :meth:`_synthesize`, and optionally
     :meth:`to_space`, :meth:`projection_weights`.
+
+    Every hook a discovery method or the evaluation reads is declared here with its default
+    (:attr:`projection_layers`, :meth:`projection_weights`, :meth:`sefa_space`, :attr:`true_directions`);
+    nothing outside the adapters reads an attribute this class does not declare.
     """
 
     family: str = ""
-    #: methods that work on this adapter when projection weights are not available (for error text)
     network: nn.Module
+    #: the options :func:`~latentdirs.registry.load_generator` passed to the family's loader (JSON-able);
+    #: :meth:`describe` records them, so a file made with this adapter reloads it the same way
+    load_options: dict[str, Any]
 
     def __init__(self, *, spec: str, network: nn.Module, spaces: Sequence[LatentSpace], resolution: int,
                  class_names: Sequence[str] = (), device: str | torch.device = "auto") -> None:
@@ -72,6 +78,7 @@ class GeneratorAdapter(abc.ABC):
         self.resolution = int(resolution)
         self.class_names: tuple[str, ...] = tuple(class_names)
         self._fingerprint: str | None = None
+        self.load_options = {}  # set by the registry after loading; an adapter built directly has none
 
     # ------------------------------------------------------------------ identity
     @property
@@ -101,9 +108,14 @@ class GeneratorAdapter(abc.ABC):
         return self._fingerprint
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able identity of the generator, stored in direction files and manifests."""
+        """JSON-able identity of the generator, stored in direction files and manifests.
+
+        ``options`` are the loader options it was loaded with (:attr:`load_options`, ``{}`` for none):
+        with ``spec`` they reload it (:func:`~latentdirs.registry.generator_from_record`).
+        """
         return {
             "spec": self.spec,
+            "options": dict(self.load_options),
             "family": self.family,
             "fingerprint": self.fingerprint(),
             "resolution": self.resolution,
@@ -117,8 +129,8 @@ class GeneratorAdapter(abc.ABC):
         if name is None:
             return self.spaces[self.default_space]
         if name not in self.spaces:
-            raise UnknownNameError(
-                f"space: got {name!r}; {self.spec} offers: {describe_allowed(self.spaces)}")
+            raise invalid("space", name, f"{describe_allowed(self.spaces)} (the spaces {self.spec} offers)",
+                          cls=UnknownNameError)
         return self.spaces[name]
 
     def resolve_class(self, value: int | str | None) -> int | None:
@@ -136,12 +148,12 @@ class GeneratorAdapter(abc.ABC):
             lowered = value.strip().lower()
             if lowered in self.class_names:
                 return self.class_names.index(lowered)
-            raise UnknownNameError(f"class: got {value!r}; allowed: {describe_allowed(self.class_names)} "
-                                   f"or ids 0-{self.num_classes - 1}")
+            raise invalid("class", value, f"{describe_allowed(self.class_names)} or ids 0-{self.num_classes - 1}",
+                          cls=UnknownNameError)
         index = int(value)
         if not 0 <= index < self.num_classes:
-            raise OutOfRangeError(f"class: got {value!r}; allowed: ids 0-{self.num_classes - 1} "
-                                  f"or names {describe_allowed(self.class_names)}")
+            raise invalid("class", value, f"ids 0-{self.num_classes - 1} or names {describe_allowed(self.class_names)}",
+                          cls=OutOfRangeError)
         return index
 
     def class_tensor(self, classes: ClassSpec, n: int) -> torch.Tensor | None:
@@ -161,7 +173,7 @@ class GeneratorAdapter(abc.ABC):
         if ids.numel() != n:
             raise invalid("classes", f"{ids.numel()} ids", f"one id or {n} ids (one per latent)")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_classes):
-            raise OutOfRangeError(f"classes: got ids {ids.tolist()}; allowed: 0-{self.num_classes - 1}")
+            raise invalid("classes", ids, f"ids 0-{self.num_classes - 1}", cls=OutOfRangeError)
         return ids.to(self.device)
 
     # ------------------------------------------------------------------ sampling
@@ -255,6 +267,23 @@ class GeneratorAdapter(abc.ABC):
             f"{self.spec} exposes no latent projection weights, so closed-form SeFa cannot run on it; "
             "use a learned method (e.g. -m orojar) instead")
 
+    def sefa_space(self, layers: Sequence[int] | None) -> str:
+        """The latent space :meth:`projection_weights` ``(layers)`` acts on: SeFa's directions live there.
+
+        ``layers``: the validated projection-layer indices, or ``None`` for the family's default.
+        Default: :attr:`default_space`. Layered families override it (StyleGAN2: ``"w+"``; BigGAN:
+        ``"z"`` for the default layer, ``"blocks"`` for chosen ones).
+        """
+        return self.default_space
+
+    # ------------------------------------------------------------------ evaluation support
+    @property
+    def true_directions(self) -> dict[str, torch.Tensor] | None:
+        """Known factor directions, for ground-truth scores: factor name → unit vector ``[D]`` (CPU
+        float32) in the default space. ``None`` (the default) for generators whose factors nobody knows;
+        the ``synthetic`` family has them by construction."""
+        return None
+
     def check_layers(self, layers: Sequence[int] | None, *, param: str = "layers") -> list[int] | None:
         """Validate layer indices against :attr:`projection_layers`."""
         if layers is None:
@@ -262,8 +291,8 @@ class GeneratorAdapter(abc.ABC):
         count = len(self.projection_layers)
         bad = [i for i in layers if not 0 <= i < count]
         if bad or not layers:
-            raise OutOfRangeError(f"{param}: got {list(layers)}; allowed: indices 0-{count - 1} of "
-                                  f"{describe_allowed(self.projection_layers)}")
+            raise invalid(param, list(layers), f"indices 0-{count - 1} of {describe_allowed(self.projection_layers)}",
+                          cls=OutOfRangeError)
         return list(layers)
 
     def __repr__(self) -> str:

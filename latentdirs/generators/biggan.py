@@ -30,6 +30,8 @@ with its interpolation weights swapped, reads the neighbouring statistics row.
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +41,7 @@ from torch import nn
 
 from latentdirs.errors import MissingWeightsError, UnknownNameError, WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
-from latentdirs.weights import load_torch_weights
+from latentdirs.weights import check_state_dict, load_torch_weights
 
 HUB_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
 CONFIG_NAME = "config.json"
@@ -191,29 +193,106 @@ def _resolve_files(argument: str) -> tuple[Path, Path]:
     return directory / CONFIG_NAME, directory / WEIGHTS_NAME
 
 
-def _build_model(config_path: Path, weights_path: Path) -> nn.Module:
-    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+#: config.json is a few hundred bytes; anything far larger is not one
+MAX_CONFIG_BYTES = 64 * 1024
+#: refuse configs describing more parameters than this (8 GiB of float32; biggan-deep-512 has 59 M)
+MAX_PARAMETERS = 1 << 31
+#: integer fields of config.json and their allowed ranges (the released models use 1…1000 and n_stats 51)
+_INTEGER_FIELDS = {"output_dim": (8, 8192), "z_dim": (1, 4096), "class_embed_dim": (1, 4096),
+                   "channel_width": (1, 2048), "num_classes": (1, 100_000), "attention_layer_position": (-1, 256),
+                   "n_stats": (2, 1001)}
+_MAX_LAYERS = 64
+_MAX_CHANNEL_MULTIPLIER = 64
 
+
+def read_config(config_path: Path) -> Any:
+    """Parse and validate ``config.json`` into a ``BigGANConfig`` (sizes, types and ranges; no model is built).
+
+    Missing fields take the package's defaults (the 128 px model); unknown fields are ignored.
+    """
+    from pytorch_pretrained_biggan import BigGANConfig
+
+    def refuse(found: str, allowed: str) -> WeightsMismatchError:
+        return invalid("generator", f"{_where(config_path)}: {found}", allowed,  # type: ignore[return-value]
+                       "Use the config.json that came with these weights", cls=WeightsMismatchError)
+
+    size = config_path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise refuse(f"a config.json of {size} bytes", f"at most {MAX_CONFIG_BYTES} bytes (a usable BigGAN config "
+                     "is a few hundred)")
     try:
-        config = BigGANConfig.from_json_file(str(config_path))
-        model = BigGAN(config)
-    except Exception as error:  # bad JSON, or values the architecture cannot take
-        raise WeightsMismatchError(f"generator: {config_path} is not a usable BigGAN config "
-                                   f"({type(error).__name__}: {str(error)[:160]})") from None
-    state = load_torch_weights(weights_path)
-    if not isinstance(state, dict):
-        raise WeightsMismatchError(f"generator: {weights_path} holds a {type(state).__name__}, not a state dict")
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:4]) + (f", … ({len(keys)})" if len(keys) > 4 else "")
+        given = json.loads(config_path.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise refuse(f"not JSON ({type(error).__name__})", "a usable BigGAN config: one JSON object") from None
+    if not isinstance(given, dict):
+        raise refuse(f"a JSON {type(given).__name__}", "a usable BigGAN config: one JSON object")
+    fields = {**BigGANConfig().to_dict(), **{k: v for k, v in given.items() if k in BigGANConfig().to_dict()}}
+    for name, (low, high) in _INTEGER_FIELDS.items():
+        value = fields[name]
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise refuse(f"{name} = {_short(value)}", f"an integer {low}-{high}")
+    if not (isinstance(fields["eps"], (int, float)) and not isinstance(fields["eps"], bool)
+            and math.isfinite(fields["eps"]) and 0 < fields["eps"] < 1):
+        raise refuse(f"eps = {_short(fields['eps'])}", "a number in (0, 1)")
+    layers = fields["layers"]
+    multipliers = range(1, _MAX_CHANNEL_MULTIPLIER + 1)
+    if not (isinstance(layers, list) and 1 <= len(layers) <= _MAX_LAYERS and all(
+            isinstance(layer, (list, tuple)) and len(layer) == 3 and isinstance(layer[0], bool)
+            and all(isinstance(m, int) and not isinstance(m, bool) and m in multipliers for m in layer[1:])
+            for layer in layers)):
+        raise refuse(f"layers = {_short(layers)}", f"1-{_MAX_LAYERS} entries [up-sample (true/false), input channel "
+                     f"multiplier, output channel multiplier], multipliers 1-{_MAX_CHANNEL_MULTIPLIER}")
+    rendered = 4 * 2 ** sum(bool(layer[0]) for layer in layers)
+    if rendered != fields["output_dim"]:
+        raise refuse(f"output_dim = {fields['output_dim']} with layers that render {rendered} px",
+                     "output_dim = 4 × 2^(number of up-sampling layers)")
+    return BigGANConfig.from_dict({**fields, "layers": [tuple(layer) for layer in layers]})
 
-        raise WeightsMismatchError(
-            f"generator: {weights_path} does not match the architecture in {config_path.name} "
-            f"(missing: {show(missing) or 'none'}; unexpected: {show(unexpected) or 'none'}; "
-            f"other shapes: {show(wrong) or 'none'}); use the config.json that came with these weights")
+
+def _where(path: Path) -> str:
+    """``DIR/config.json``: short enough for a one-line error, enough to tell which directory."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, str)) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _skeleton(config: Any) -> nn.Module:
+    """The model ``config`` describes, on the meta device: its state dict's keys and shapes, no memory."""
+    from pytorch_pretrained_biggan import BigGAN
+
+    with torch.device("meta"):
+        return BigGAN(config)
+
+
+def _check_size(config_path: Path, weights_path: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Refuse a config whose model the weights file cannot hold (before the model or the weights are read)."""
+    parameters = sum(value.numel() for value in expected.values())
+    available = weights_path.stat().st_size
+    fix = "Use the config.json that came with these weights"
+    if parameters > MAX_PARAMETERS:
+        raise invalid("generator", f"{_where(config_path)} describes {parameters} parameters",
+                      f"at most {MAX_PARAMETERS} (biggan-deep-512 has 59 million)", fix, cls=WeightsMismatchError)
+    if 2 * parameters > available:  # even half-precision weights need 2 bytes per parameter
+        raise invalid("generator", f"{_where(config_path)} describes {parameters} parameters (at least {2 * parameters} "
+                      f"bytes), but {weights_path.name} has {available} bytes",
+                      "a config.json whose model its weights file can hold", fix, cls=WeightsMismatchError)
+
+
+def _build_model(config_path: Path, weights_path: Path) -> nn.Module:
+    """config.json validated, model size checked against the weights file, weights checked key by key and
+    shape by shape against a meta-device model — and only then the model allocated and loaded."""
+    from pytorch_pretrained_biggan import BigGAN
+
+    config = read_config(config_path)
+    expected = _skeleton(config).state_dict()
+    _check_size(config_path, weights_path, expected)
+    state = check_state_dict(load_torch_weights(weights_path, param="generator"), expected, param="generator",
+                             source=_where(weights_path), what=f"the architecture in {config_path.name}",
+                             fix=f"Use the {CONFIG_NAME} that came with these weights")
+    model = BigGAN(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

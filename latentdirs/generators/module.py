@@ -2,7 +2,7 @@
 
 The factory is called with no arguments and returns an ``nn.Module`` mapping latents ``[N, D]`` to
 images ``[N, 3, H, W]`` in [-1, 1]. Options (``load_generator(spec, latent_dim=…, first_layer=…)`` or
-``--opt`` on the CLI):
+``--gen-opt KEY=VALUE`` on the CLI; ``--opt`` is for the discovery method's options):
 
 * ``latent_dim`` — D; default: the module's ``latent_dim`` / ``z_dim`` / ``nz`` attribute;
 * ``first_layer`` — dotted name of the layer that projects the latent (``nn.Linear`` or
@@ -10,7 +10,9 @@ images ``[N, 3, H, W]`` in [-1, 1]. Options (``load_generator(spec, latent_dim=�
 * ``latent_shape`` — ``"flat"`` (default, ``[N, D]``) or ``"image"`` (``[N, D, 1, 1]``, DCGAN style);
 * ``resolution`` — output size; default: measured by rendering one latent.
 
-Importing the module runs the user's own code, by their explicit request in the spec.
+Importing the module runs the user's own code, by their explicit request in the spec; a spec read
+from a direction file or manifest is never loaded this way
+(:func:`~latentdirs.registry.generator_from_record` refuses it unless the user passes it with ``-g``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from latentdirs.errors import NotSupportedError, UnknownNameError, invalid
+from latentdirs.errors import NotSupportedError, UnknownNameError, describe_allowed, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 
 
@@ -41,7 +43,8 @@ class ModuleAdapter(GeneratorAdapter):
                                if isinstance(getattr(module, a, None), int)), None)
         if latent_dim is None or int(latent_dim) < 1:
             raise invalid("latent_dim", latent_dim, "a positive integer",
-                          "Pass --opt latent_dim=D or give the module a latent_dim attribute")
+                          "Pass --gen-opt latent_dim=D (load_generator(…, latent_dim=D)) or give the "
+                          "module a latent_dim attribute")
         if latent_shape not in ("flat", "image"):
             raise invalid("latent_shape", latent_shape, "'flat' or 'image'")
         self.latent_shape = latent_shape
@@ -58,8 +61,8 @@ class ModuleAdapter(GeneratorAdapter):
     def _first_layer_module(module: nn.Module, name: str) -> nn.Module:
         layers = dict(module.named_modules())
         if name not in layers:
-            raise UnknownNameError(f"first_layer: got {name!r}; the module has: "
-                                   f"{', '.join(n for n in layers if n) or '(no submodules)'}")
+            raise invalid("first_layer", name, f"{describe_allowed(n for n in layers if n) or 'none'} (the module's "
+                          "submodules)", cls=UnknownNameError)
         layer = layers[name]
         if not isinstance(layer, (nn.Linear, nn.ConvTranspose2d)):
             raise invalid("first_layer", name, "an nn.Linear or nn.ConvTranspose2d",
@@ -76,7 +79,7 @@ class ModuleAdapter(GeneratorAdapter):
         self.check_layers(layers)
         if self.first_layer is None:
             raise NotSupportedError(f"{self.spec}: SeFa needs the latent's first layer; pass "
-                                    "--opt first_layer=NAME (an nn.Linear or nn.ConvTranspose2d), "
+                                    "--gen-opt first_layer=NAME (an nn.Linear or nn.ConvTranspose2d), "
                                     "or use a learned method such as -m orojar")
         layer = self._first_layer_module(self.network, self.first_layer)
         weight = layer.weight.detach().float().cpu()
@@ -98,10 +101,12 @@ def load_module(argument: str | None, *, device: str | torch.device = "auto", la
     try:
         imported = importlib.import_module(module_name)
     except ImportError as error:
-        raise UnknownNameError(f"generator: cannot import {module_name!r} ({error}); "
-                               "check the name and that it is on PYTHONPATH") from None
+        raise invalid("generator", f"module:{target}", "module:PACKAGE.MODULE:FACTORY naming an importable module",
+                      f"Python cannot import {module_name!r} ({error}); check the name and that it is on PYTHONPATH",
+                      cls=UnknownNameError) from None
     factory = getattr(imported, factory_name, None)
     if not callable(factory):
-        raise UnknownNameError(f"generator: {module_name!r} has no callable {factory_name!r}")
+        raise invalid("generator", f"module:{target}", "module:PACKAGE.MODULE:FACTORY naming a callable factory",
+                      f"{module_name!r} has no callable {factory_name!r}", cls=UnknownNameError)
     return ModuleAdapter(factory(), spec=f"module:{target}", latent_dim=latent_dim, first_layer=first_layer,
                          latent_shape=latent_shape, resolution=resolution, device=device)

@@ -120,7 +120,8 @@ class SyntheticAdapter(GeneratorAdapter):
 
     @property
     def true_directions(self) -> dict[str, torch.Tensor]:
-        """Factor name → unit direction ``[16]`` (CPU float32) along which only that factor changes."""
+        """Factor name → unit direction ``[16]`` (CPU float32) along which only that factor changes
+        (the base hook :attr:`GeneratorAdapter.true_directions`, which the evaluation scores against)."""
         weight = self.network.code.weight.detach().cpu()
         rows, start = {}, 0
         for name, count in FACTORS:

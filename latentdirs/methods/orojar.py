@@ -38,10 +38,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from latentdirs.atomic import atomic_path
+from latentdirs.atomic import atomic_path, check_writable_directory
 from latentdirs.directions import Directions, canonical_signs
-from latentdirs.errors import InvalidValueError, LatentDirsError, NotSupportedError, invalid
-from latentdirs.methods.orojar_penalty import MODES, REDUCTIONS, orojar_penalty, rademacher, squared_norms
+from latentdirs.errors import (InvalidValueError, NotSupportedError, UnknownNameError, check_count, check_positive,
+                               check_seed, describe_allowed, invalid)
+from latentdirs.latents import along_layers
+from latentdirs.methods.orojar_penalty import check_penalty_choices, orojar_penalty, rademacher, squared_norms
 from latentdirs.methods.sefa import sefa_factorize
 from latentdirs.specs import parse_index_spec
 
@@ -66,10 +68,10 @@ class _Tapper:
 
     def __init__(self, network: torch.nn.Module, names: Sequence[str]) -> None:
         modules = dict(network.named_modules())
-        unknown = [n for n in names if n not in modules or not n]
-        if unknown:
-            raise LatentDirsError(f"taps: got {unknown}; allowed: 'output' or named layers of the network: "
-                                  f"{', '.join(n for n in modules if n)[:600]}")
+        missing = [n for n in names if n not in modules or not n]
+        if missing:
+            raise invalid("taps", missing, "'output' or named layers of the network: "
+                          f"{describe_allowed(n for n in modules if n)}", cls=UnknownNameError)
         self.captured: list[torch.Tensor] = []
         self._handles = [modules[n].register_forward_hook(self._keep) for n in names]
 
@@ -92,8 +94,6 @@ def _subspace_basis(space_dim: int, subspace: str | Sequence[int] | None) -> tor
 def _warm_start(generator, choice: str, axes: torch.Tensor, layers: list[int] | None,
                 init: torch.Generator) -> tuple[torch.Tensor, str]:
     """Initial ``A [m, m]``: SeFa's eigenvectors restricted to the subspace, or Kaiming-normal."""
-    if choice not in WARM_STARTS:
-        raise invalid("warm_start", choice, ", ".join(WARM_STARTS))
     m = axes.shape[0]
     if choice != "random":
         try:
@@ -139,25 +139,32 @@ def orojar(generator, *, num_directions: int | None = None, steps: int = 400, ba
     Returns:
         :class:`~latentdirs.directions.Directions` ``[K, D]``, ordered by mean ‖J·q‖.
     """
-    if steps < 0 or batch_size < 1 or k < 2 or lr <= 0 or epsilon <= 0 or checkpoint_every < 1:
-        raise invalid("orojar options", {"steps": steps, "batch_size": batch_size, "k": k, "lr": lr,
-                                         "epsilon": epsilon, "checkpoint_every": checkpoint_every},
-                      "steps ≥ 0, batch_size ≥ 1, k ≥ 2, lr > 0, epsilon > 0, checkpoint_every ≥ 1")
-    if mode not in MODES or reduction not in REDUCTIONS:
-        raise invalid("mode/reduction", (mode, reduction), f"mode in {MODES}, reduction in {REDUCTIONS}")
+    # every option is checked before any work (the warm start, the first render)
+    steps, batch_size, k = check_count("steps", steps), check_count("batch_size", batch_size), check_count("k", k, 2)
+    checkpoint_every, seed = check_count("checkpoint_every", checkpoint_every), check_seed("seed", seed)
+    lr, epsilon = check_positive("lr", lr), check_positive("epsilon", epsilon)
+    if num_directions is not None:
+        num_directions = check_count("num_directions", num_directions)
+    check_penalty_choices(mode, reduction)
+    if warm_start not in WARM_STARTS:
+        raise invalid("warm_start", warm_start, ", ".join(WARM_STARTS))
+    tap_names = [taps] if isinstance(taps, str) else list(taps) if isinstance(taps, (list, tuple)) else []
+    if not tap_names or not all(isinstance(name, str) for name in tap_names):
+        raise invalid("taps", taps, "'output' and/or names of layers of the network")
     target = generator.space(space)
     layer_list = None
     if layers is not None:
         if not target.layered:
             raise invalid("layers", layers, f"none: space {target.name!r} has a single layer")
         layer_list = parse_index_spec(layers, param="layers", upper=target.num_layers)
-    tap_names = [taps] if isinstance(taps, str) else list(taps)
     axes = _subspace_basis(target.dim, subspace).to(generator.device)  # [m, D]
     m = axes.shape[0]
-    if num_directions is not None and not 1 <= int(num_directions) <= m:
+    if num_directions is not None and num_directions > m:
         raise invalid("num_directions", num_directions, f"1-{m} (the searched subspace's dimension; "
                       "the basis is always learned square, see the method's docs)")
     cls = generator.resolve_class(class_id)
+    if checkpoint is not None:  # a checkpoint that cannot be written fails now, not after checkpoint_every steps
+        check_writable_directory(Path(checkpoint).parent, param="checkpoint")
     options = {"num_directions": num_directions, "steps": steps, "batch_size": batch_size, "lr": lr, "k": k,
                "epsilon": epsilon, "mode": mode, "reduction": reduction, "taps": tap_names,
                "warm_start": warm_start, "subspace": subspace if subspace is None else axes.argmax(1).tolist(),
@@ -175,7 +182,7 @@ def orojar(generator, *, num_directions: int | None = None, steps: int = 400, ba
     render, close = _renderer(generator, target, layer_list, cls, tap_names, compile)
     try:
         for step in range(first_step, steps):
-            step_seed = seed * 1_000_003 + step  # latents and probes of a step depend on (seed, step) only
+            step_seed = _derived_seed(seed, step)  # latents and probes of a step depend on (seed, step) only
             latents = generator.sample(batch_size, seed=step_seed, space=target.name, classes=cls)
             probes = rademacher((k, batch_size, m), torch.Generator().manual_seed(step_seed), generator.device)
             directions = orthonormal_rows(matrix) @ axes  # [m, D]
@@ -197,7 +204,7 @@ def orojar(generator, *, num_directions: int | None = None, steps: int = 400, ba
         close()
     order = torch.argsort(scores, descending=True)
     vectors = canonical_signs(directions[order].detach().cpu())
-    keep = m if num_directions is None else int(num_directions)
+    keep = m if num_directions is None else num_directions
     options.update(warm_start_used=started_from, final_penalty=history[-1] if history else None)
     log.info("orojar: %d steps, final penalty %s", steps, history[-1] if history else "n/a")
     return Directions.from_method(vectors[:keep], scores[order][:keep].cpu(), generator=generator, method="orojar",
@@ -215,15 +222,11 @@ def _renderer(generator, target, layers: list[int] | None, cls: int | None, tap_
 
     if compile:
         synthesize = torch.compile(synthesize)  # type: ignore[assignment]
-    mask = None
-    if target.layered:
-        mask = torch.zeros(target.num_layers, 1, device=generator.device)
-        mask[layers if layers is not None else slice(None)] = 1
 
     def render(latents: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
         if delta.shape[0] != latents.shape[0]:  # batched probes: row r moves latent r mod B
             latents = latents.repeat(delta.shape[0] // latents.shape[0], *([1] * (latents.dim() - 1)))
-        moved = latents + (delta if mask is None else delta.unsqueeze(1) * mask)
+        moved = latents + along_layers(delta, latents, layers)
         if tapper is not None:
             tapper.captured.clear()
         image = synthesize(moved)
@@ -233,10 +236,18 @@ def _renderer(generator, target, layers: list[int] | None, cls: int | None, tap_
     return render, (tapper.remove if tapper is not None else (lambda: None))
 
 
+def _derived_seed(seed: int, offset: int) -> int:
+    """``seed · 1 000 003 + offset``, folded into the 64 bits torch seeds with when it grows past them.
+
+    Every seed up to about 1.8·10¹³ maps as it always did; larger ones (up to 2⁶³ − 1) stay valid."""
+    value = seed * 1_000_003 + offset
+    return value if value < 2**64 else value % 2**64
+
+
 def _effect_sizes(render, generator, target, cls: int | None, directions: torch.Tensor, epsilon: float, seed: int,
                   samples: int = 32) -> torch.Tensor:
     """Mean over fresh samples of ‖J·q‖ (finite difference, all taps) for every row q of ``directions`` ``[m, D]``."""
-    latents = generator.sample(samples, seed=seed * 1_000_003 - 1, space=target.name, classes=cls)
+    latents = generator.sample(samples, seed=_derived_seed(seed, -1), space=target.name, classes=cls)
     base = render(latents, torch.zeros(samples, target.dim, device=generator.device))
     sizes = []
     for row in directions:

@@ -71,13 +71,18 @@ def jacobian_products(render: Render, base: torch.Tensor, probes: torch.Tensor, 
             for probe in probes]
 
 
-def orojar_penalty(render: Render, base: torch.Tensor, probes: torch.Tensor, *, mode: str = "finite",
-                   epsilon: float = 0.1, reduction: str = "mean", batched: bool = False) -> torch.Tensor:
-    """The OroJaR penalty (a scalar) at ``base`` ``[B, m]`` for Rademacher ``probes`` ``[k, B, m]``, k ≥ 2."""
+def check_penalty_choices(mode: str, reduction: str) -> None:
+    """Refuse a ``mode`` not in :data:`MODES` or a ``reduction`` not in :data:`REDUCTIONS`."""
     if mode not in MODES:
         raise invalid("mode", mode, ", ".join(MODES))
     if reduction not in REDUCTIONS:
         raise invalid("reduction", reduction, ", ".join(REDUCTIONS))
+
+
+def orojar_penalty(render: Render, base: torch.Tensor, probes: torch.Tensor, *, mode: str = "finite",
+                   epsilon: float = 0.1, reduction: str = "mean", batched: bool = False) -> torch.Tensor:
+    """The OroJaR penalty (a scalar) at ``base`` ``[B, m]`` for Rademacher ``probes`` ``[k, B, m]``, k ≥ 2."""
+    check_penalty_choices(mode, reduction)
     if probes.shape[0] < 2:
         raise invalid("k", probes.shape[0], "an integer ≥ 2 (a variance needs two draws)")
     norms = torch.stack(jacobian_products(render, base, probes, mode=mode, epsilon=epsilon, batched=batched))

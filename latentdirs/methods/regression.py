@@ -26,7 +26,6 @@ measured choice for this CPU (see benchmarks/bench_regression.py).
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,10 +34,15 @@ import torch
 
 from latentdirs.calibration import KIND, fit_monotone
 from latentdirs.directions import Directions
-from latentdirs.errors import invalid
-from latentdirs.inversion import TrajectoryData, invert_trajectories
+from latentdirs.atomic import check_writable_directory
+from latentdirs.errors import check_count, check_positive, check_seed, invalid
+from latentdirs.inversion import TrajectoryData, check_amounts, invert_trajectories
+from latentdirs.latents import clamp_to_ball
 from latentdirs.specs import parse_alphas
 from latentdirs.transforms import get_transform
+
+#: what the regression fits: the amount each inversion achieved, or the amount it asked for
+TARGETS = ("measured", "requested")
 
 
 def regression(generator, *, transform: str = "shift-x", samples: int = 32, amounts: str | Sequence[float] | None = None,
@@ -50,10 +54,12 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
     """Discover one calibrated direction for ``transform`` (``shift-x``, ``shift-y``, ``zoom``, …).
 
     Args:
-        samples: number of z0 (each gives 2 · len(amounts) triplets before the worst decile is dropped).
-        amounts: increasing positive amounts (default: the transform's, 0.1 … 0.5).
-        iterations, lr, sigma, batch_size: the inversion (Adam steps per amount, blur σ in pixels).
-        epochs: the regression's passes over the triplets.
+        samples: number of z0, ≥ 2 (each gives 2 · len(amounts) triplets before the worst decile is dropped).
+        amounts: increasing positive amounts (default: the transform's ``default_amounts``: 0.05, 0.1, …,
+            0.25 for shift-x, shift-y, zoom and brightness; 5, 10, …, 25 degrees for rotation).
+        iterations, lr, sigma, batch_size: the inversion (Adam steps per amount ≥ 1, learning rate > 0,
+            blur σ ≥ 0 in pixels, latents per generator pass ≥ 2).
+        epochs: the regression's passes over the triplets (≥ 1).
         target: what the regression fits — ``"measured"`` (default): the amount each inversion actually
             achieved, found by registration of G(zT) against G(z0); ``"requested"``: the amount asked
             for (the reference's choice, which credits failed inversions with shifts that never happened).
@@ -61,30 +67,40 @@ def regression(generator, *, transform: str = "shift-x", samples: int = 32, amou
             edits achieve (registration) and refit g to that, v fixed; 0 keeps g as fitted to the
             inversions.
         dataset / save_dataset: reuse or keep the trajectory data (safetensors).
+        seed: makes the run repeatable (0 … 2**63 - 1).
         progress: ``progress(done, total, 0.0)`` during the inversion.
+
+    Every option is checked (type and range) before the inversion starts.
     """
+    # every option is checked before any work: the inversion alone takes minutes
     spec = get_transform(transform)
-    steps = list(spec.default_amounts) if amounts is None else parse_alphas(amounts, param="amounts")
-    if generator.default_space != "z" or samples < 2:
-        raise invalid("regression", (generator.default_space, samples), "a generator sampled in z and samples ≥ 2")
-    if isinstance(recalibrate, bool) or not isinstance(recalibrate, int) or recalibrate < 0:
-        raise invalid("recalibrate", recalibrate, "a count of fresh latents ≥ 0 (0: keep the inversions' fit)")
+    steps = check_amounts(list(spec.default_amounts) if amounts is None else parse_alphas(amounts, param="amounts"))
+    if generator.default_space != "z":
+        raise invalid("generator", generator.spec, "a generator sampled in z (the inversion optimises z)")
+    samples, batch_size = check_count("samples", samples, 2), check_count("batch_size", batch_size, 2)
+    iterations, epochs = check_count("iterations", iterations), check_count("epochs", epochs)
+    recalibrate = check_count("recalibrate", recalibrate, 0)
+    lr, seed = check_positive("lr", lr), check_seed("seed", seed)
+    sigma = None if sigma is None else check_positive("sigma", sigma, zero=True)
+    if target not in TARGETS:
+        raise invalid("target", target, " or ".join(map(repr, TARGETS)))
     cls = generator.resolve_class(class_id)
+    if save_dataset is not None:  # the trajectories must not be lost to an unwritable path after the inversion
+        check_writable_directory(Path(save_dataset).parent, param="save_dataset")
     if dataset is not None:
         data = TrajectoryData.load(dataset)
         if data.transform != transform:
             raise invalid("dataset", str(dataset), f"trajectories of {transform!r}", f"it holds {data.transform!r}")
+        if data.z0.shape[1] != generator.space("z").dim:
+            raise invalid("dataset", str(dataset), f"trajectories of {generator.space('z').dim}-d latents "
+                          f"(those of {generator.spec})", f"it holds {data.z0.shape[1]}-d latents")
     else:
-        z0 = generator.sample(samples, seed=seed)
-        radius = math.sqrt(z0.shape[1])
-        z0 = z0 * torch.clamp(radius / z0.norm(dim=1, keepdim=True), max=1.0)
+        z0 = clamp_to_ball(generator.sample(samples, seed=seed))
         report = (lambda done, total: progress(done, total, 0.0)) if progress else None
         data = invert_trajectories(generator, z0, transform, steps, iterations=iterations, lr=lr, sigma=sigma,
                                    class_id=cls, batch_size=batch_size, progress=report)
         if save_dataset is not None:
             data.save(save_dataset)
-    if target not in ("measured", "requested"):
-        raise invalid("target", target, "'measured' or 'requested'")
     deltas = _achieved(generator, data, cls, max(abs(a) for a in steps)) if target == "measured" else data.delta
     displacement = data.zt - data.z0
     per_unit = (displacement * deltas.unsqueeze(1)).sum(0) / deltas.square().sum()  # Δz per unit δ
@@ -128,7 +144,7 @@ def _recalibrate(generator, vector: torch.Tensor, transform: str, cls: int | Non
     from latentdirs.measure import measure_amounts
 
     z = generator.sample(count, seed=seed + 104_729, classes=cls)  # disjoint from the inversion's seeds
-    z = z * torch.clamp(math.sqrt(z.shape[1]) / z.norm(dim=1, keepdim=True), max=1.0)
+    z = clamp_to_ball(z)
     steps = torch.linspace(-1.5 * reach, 1.5 * reach, offsets + 1)
     steps = steps[steps.abs() > 1e-9]  # the zero offset measures nothing
     vector = vector.to(z)

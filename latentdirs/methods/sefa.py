@@ -18,12 +18,14 @@ Deviations from the reference:
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 
 from latentdirs.directions import Directions, canonical_signs
 from latentdirs.errors import invalid
+from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.specs import parse_index_spec
 
 
@@ -50,7 +52,7 @@ def sefa_factorize(weights: Sequence[torch.Tensor], num_directions: int | None =
     return canonical_signs(vectors).float(), eigenvalues.float()
 
 
-def sefa(generator, *, num_directions: int | None = None, layers: str | Sequence[int] | None = None,
+def sefa(generator: GeneratorAdapter, *, num_directions: int | None = None, layers: str | Sequence[int] | None = None,
          space: str | None = None) -> Directions:
     """Discover directions of ``generator`` by SeFa.
 
@@ -60,9 +62,8 @@ def sefa(generator, *, num_directions: int | None = None, layers: str | Sequence
         layers: which projection layers to factorise, e.g. ``"0-3"`` or ``[0, 1]`` (indices of
             ``generator.projection_layers``; default: the family's default). Edits of a layered space
             are then applied to the same layers.
-        space: the latent space the directions live in; default the one the projection acts on
-            (``generator.sefa_space`` — a name, or a function of the chosen layers — else the default
-            space).
+        space: the latent space the directions live in; default the one the projection acts on,
+            ``generator.sefa_space(layers)`` (the default space unless the family says otherwise).
 
     Returns:
         :class:`~latentdirs.directions.Directions` with eigenvalues as scores (``score_kind="eigenvalue"``).
@@ -73,11 +74,11 @@ def sefa(generator, *, num_directions: int | None = None, layers: str | Sequence
             parse_index_spec(layers, param="layers"))
     weights = generator.projection_weights(layer_list)
     dim = weights[0].shape[0]
-    if num_directions is not None and not 1 <= int(num_directions) <= dim:
-        raise invalid("num_directions", num_directions, f"1-{dim} (the latent dimension)")
+    whole = isinstance(num_directions, numbers.Integral) and not isinstance(num_directions, bool)
+    if num_directions is not None and not (whole and 1 <= int(num_directions) <= dim):
+        raise invalid("num_directions", num_directions, f"1-{dim} (a whole number, at most the latent dimension)")
     vectors, eigenvalues = sefa_factorize(weights, None if num_directions is None else int(num_directions))
-    preferred = getattr(generator, "sefa_space", None)  # a space name, or a function of the layers
-    space_name = space or (preferred(layer_list) if callable(preferred) else preferred) or generator.default_space
+    space_name = space or generator.sefa_space(layer_list)
     if generator.space(space_name).dim != dim:
         raise invalid("space", space_name, f"a {dim}-d space (the projection's input)")
     options = {"num_directions": num_directions, "layers": layer_list}

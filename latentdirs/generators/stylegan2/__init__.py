@@ -23,13 +23,17 @@ from latentdirs.errors import NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
 from latentdirs.generators.stylegan2.network import NOISE_MODES, StyleGAN2Config, StyleGAN2Generator
+from latentdirs.weights import check_state_dict
 
 
 class StyleGAN2Adapter(GeneratorAdapter):
     """Adapter over :class:`~.network.StyleGAN2Generator`."""
 
     family = "stylegan2"
-    sefa_space = "w+"
+
+    def sefa_space(self, layers: Sequence[int] | None) -> str:
+        """SeFa factorises the modulation affines, which read W+ slots: its directions live in ``w+``."""
+        return "w+"
 
     def __init__(self, config: StyleGAN2Config, state: dict[str, torch.Tensor], *, spec: str, source_format: str,
                  noise_mode: str = "const", truncation_cutoff: int | None = None,
@@ -39,17 +43,10 @@ class StyleGAN2Adapter(GeneratorAdapter):
         if config.img_channels not in (1, 3):
             raise NotSupportedError(f"generator: {spec} renders {config.img_channels}-channel images; "
                                     "supported: RGB (3) and grayscale (1, shown as RGB)")
-        network = StyleGAN2Generator(config)
-        expected = network.state_dict()
-        state = dict(state)
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()
-                 if k in state and state[k].shape != v.shape]
-        if missing or unexpected or wrong:
-            raise WeightsMismatchError(
-                f"generator: {spec} is not a consistent StyleGAN2 generator: missing {missing[:4]}, "
-                f"unexpected {unexpected[:4]}, wrong shapes {wrong[:4]}")
+        state = check_state_dict(state, _skeleton(config, spec).state_dict(), param="generator", source=spec,
+                                 what="the StyleGAN2 generator its tensor shapes describe",
+                                 fix="The file is damaged or was edited; use the original network file")
+        network = StyleGAN2Generator(config)  # allocated only now: its size is the checked state's
         network.load_state_dict(state, strict=True)
         self.config = config
         self.source_format = source_format
@@ -127,6 +124,17 @@ class StyleGAN2Adapter(GeneratorAdapter):
         chosen = self.check_layers(layers) or list(range(self.config.num_ws))
         style_layers = self.network.synthesis.style_layers()
         return [style_layers[i].affine.weight.detach().T.float().cpu().contiguous() for i in chosen]
+
+
+def _skeleton(config: StyleGAN2Config, spec: str) -> StyleGAN2Generator:
+    """The network ``config`` describes, on the meta device: its state dict's keys and shapes, no memory."""
+    try:
+        with torch.device("meta"):
+            return StyleGAN2Generator(config)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as error:
+        raise invalid("generator", f"{spec}: tensor shapes describing {config}", "the shapes of a StyleGAN2 generator",
+                      f"The file is damaged or not a StyleGAN2 generator ({type(error).__name__})",
+                      cls=WeightsMismatchError) from None
 
 
 def load_stylegan2(argument: str | None, *, device: str | torch.device = "auto", noise_mode: str = "const",

@@ -14,86 +14,106 @@ Pickles go through :mod:`.unpickle` (nothing in them runs); torch files through
 from __future__ import annotations
 
 import argparse
-import io
 import math
-import pickle
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from latentdirs.errors import MissingWeightsError, NotSupportedError, WeightsMismatchError
+from latentdirs.errors import LatentDirsError, MissingWeightsError, NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.stylegan2.network import StyleGAN2Config
-from latentdirs.generators.stylegan2.unpickle import PersistentRecord, TFNetworkRecord, restricted_load
+from latentdirs.generators.stylegan2.unpickle import MalformedPickle, PersistentRecord, TFNetworkRecord, restricted_load
+from latentdirs.weights import is_legacy_torch, library_reason, load_torch_weights
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
-    """(config, state dict, format name) of a StyleGAN2 file."""
+    """(config, state dict, format name) of a StyleGAN2 file.
+
+    Every malformed layout — a missing entry, a value of the wrong type, a module that contains
+    itself — is a one-line :class:`WeightsMismatchError` naming the file and what was found.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingWeightsError(f"generator: no StyleGAN2 file at {str(path)!r}; give the path of a network "
                                   "pickle (.pkl) or a rosinality checkpoint (.pt)")
     data = path.read_bytes()
-    if data[:4] == _ZIP_MAGIC or _is_legacy_torch(data):
-        return _from_rosinality(_torch_load(path))
-    loaded = restricted_load(data)
+    if data[:4] == _ZIP_MAGIC or is_legacy_torch(data):
+        del data  # load_torch_weights reads the file itself
+        checkpoint = load_torch_weights(path, param="generator", extra_globals=[argparse.Namespace])
+        return _converted(path, "rosinality checkpoint", _from_rosinality, checkpoint)
+    loaded = restricted_load(data, name=path.name)
+    del data
     if isinstance(loaded, dict) and isinstance(loaded.get("G_ema"), PersistentRecord):
-        return _from_nvlabs(loaded["G_ema"])
+        return _converted(path, "NVlabs network pickle", _from_nvlabs, loaded["G_ema"])
     if isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[2], TFNetworkRecord):
-        return _from_tensorflow(loaded[2])
+        return _converted(path, "TensorFlow network pickle", _from_tensorflow, loaded[2])
     raise WeightsMismatchError(f"generator: {str(path)!r} is a pickle, but neither an NVlabs network pickle "
                                "(a dict with G_ema) nor a TensorFlow one (G, D, Gs)")
 
 
-class _NoGlobals(pickle.Unpickler):
-    """Reads plain values only: any global (the only way a pickle reaches a callable) is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"global {module}.{name} refused")
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("persistent id refused")
+_Converted = tuple[StyleGAN2Config, dict[str, torch.Tensor], str]
 
 
-def _is_legacy_torch(data: bytes) -> bool:
-    """A legacy (non-zip) ``torch.save`` file starts with a pickled magic number; nothing else is read."""
-    try:  # never a plain Unpickler here: the first bytes of a hostile file may already call a global
-        return _NoGlobals(io.BytesIO(data[:64])).load() == _LEGACY_TORCH_MAGIC
-    except Exception:
-        return False
-
-
-def _torch_load(path: Path) -> Any:
+def _converted(path: Path, kind: str, convert: Callable[[Any], _Converted], value: Any) -> _Converted:
+    """``convert(value)``, with every layout error of a hostile or damaged file as one line naming it."""
+    allowed = f"a {kind} with StyleGAN2's layout"
+    fix = "Nothing from the file was run; the file is damaged or not a StyleGAN2 generator"
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsMismatchError(f"generator: {str(path)!r} is not a safe torch checkpoint "
-                                   f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        return convert(value)
+    except LatentDirsError:
+        raise
+    except MalformedPickle as error:
+        raise invalid("generator", f"{path.name}: {error}", allowed, fix, cls=WeightsMismatchError) from None
+    except KeyError as error:
+        raise invalid("generator", f"{path.name}: a {kind} without the entry {error}", allowed, fix,
+                      cls=WeightsMismatchError) from None
+    except (IndexError, TypeError, ValueError, AttributeError, RuntimeError, RecursionError, OverflowError) as error:
+        raise invalid("generator", f"{path.name}: a {kind} whose layout is unexpected ({library_reason(error)})",
+                      allowed, fix, cls=WeightsMismatchError) from None
+
+
+def _mapping(value: Any, what: str) -> dict[Any, Any]:
+    """``value`` if it is a dict, ``{}`` for None; anything else is a malformed layout."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedPickle(f"{what} is a {type(value).__name__}, not a dict")
+    return value
 
 
 # ---------------------------------------------------------------------- NVlabs
-def _flatten_record(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
-    state = record.state
-    tensors = {}
-    for group in ("_parameters", "_buffers"):
-        for name, value in (state.get(group) or {}).items():
-            if value is not None:
-                tensors[prefix + name] = torch.as_tensor(value).detach().float().clone()
-    for name, child in (state.get("_modules") or {}).items():
-        if isinstance(child, PersistentRecord):
-            tensors.update(_flatten_record(child, f"{prefix}{name}."))
+#: NVlabs generators nest modules four deep (G_ema.synthesis.b64.conv0.affine); far deeper is not a network
+_MAX_MODULE_DEPTH = 32
+
+
+def _flatten_record(record: PersistentRecord) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``record`` and its sub-modules, by dotted name, as float32 copies.
+
+    A tensor object referenced under several names is copied once (the names share the copy).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    copies: dict[int, torch.Tensor] = {}
+    for name, item in _records(record):
+        prefix = f"{name}." if name else ""
+        for group in ("_parameters", "_buffers"):
+            for key, value in _mapping(item.state.get(group), f"{name or 'G_ema'}.{group}").items():
+                if value is None:
+                    continue
+                if not isinstance(value, (torch.Tensor, np.ndarray)):
+                    raise MalformedPickle(f"{prefix}{key} is a {type(value).__name__}, not a tensor")
+                if id(value) not in copies:
+                    copies[id(value)] = torch.as_tensor(value).detach().float().clone()
+                tensors[f"{prefix}{key}"] = copies[id(value)]
     return tensors
 
 
 def _child(record: PersistentRecord, *path: str) -> PersistentRecord | None:
     for name in path:
-        record = (record.state.get("_modules") or {}).get(name)
+        record = _mapping(record.state.get("_modules"), "_modules").get(name)
         if not isinstance(record, PersistentRecord):
             return None
     return record
@@ -121,12 +141,26 @@ def _from_nvlabs(g_ema: PersistentRecord) -> tuple[StyleGAN2Config, dict[str, to
     return config, state, "nvlabs-pickle"
 
 
-def _records(record: PersistentRecord, prefix: str = "") -> Iterator[tuple[str, PersistentRecord]]:
-    """(dotted name, record) of ``record``'s persistent sub-modules, depth first (``record`` itself first)."""
-    yield prefix.rstrip("."), record
-    for name, child in (record.state.get("_modules") or {}).items():
-        if isinstance(child, PersistentRecord):
-            yield from _records(child, f"{prefix}{name}.")
+def _records(record: PersistentRecord) -> Iterator[tuple[str, PersistentRecord]]:
+    """(dotted name, record) of ``record`` (named "") and its persistent sub-modules, parents first.
+
+    Iterative; a module reached twice (a reference cycle, or a module shared between two places,
+    which networks never pickle) or nesting deeper than :data:`_MAX_MODULE_DEPTH` is refused.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[str, PersistentRecord, int]] = [("", record, 0)]
+    while stack:
+        name, item, depth = stack.pop()
+        if id(item) in seen:
+            raise MalformedPickle(f"module {name or 'G_ema'!r} is reached twice (a reference cycle)")
+        if depth > _MAX_MODULE_DEPTH:
+            raise MalformedPickle(f"modules nested more than {_MAX_MODULE_DEPTH} deep")
+        seen.add(id(item))
+        yield name, item
+        modules = _mapping(item.state.get("_modules"), f"{name or 'G_ema'}._modules")
+        children = [(f"{name}.{key}" if name else str(key), child) for key, child in modules.items()
+                    if isinstance(child, PersistentRecord)]
+        stack.extend((child_name, child, depth + 1) for child_name, child in reversed(children))
 
 
 def _require_default_activations(g_ema: PersistentRecord) -> None:
@@ -158,6 +192,9 @@ def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, co
         raise WeightsMismatchError(f"generator: synthesis blocks {resolutions} are not 4, 8, …, a power of two")
     if architecture not in ("skip", "resnet"):
         raise NotSupportedError(f"generator: architecture {architecture!r}; supported: skip, resnet")
+    for label, value in (("conv_clamp", conv_clamp), ("mapping learning-rate multiplier", mapping_lr)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise MalformedPickle(f"{label} {value!r}; allowed: a finite positive number")
     return StyleGAN2Config(z_dim=first_in - embed, w_dim=w_dim, c_dim=c_dim, img_resolution=img_resolution,
                            img_channels=img_channels, channels=channels, mapping_layers=mapping_layers,
                            architecture=architecture, conv_clamp=conv_clamp, mapping_lr=mapping_lr,
@@ -173,9 +210,11 @@ def _from_rosinality(checkpoint: Any) -> tuple[StyleGAN2Config, dict[str, torch.
     source = checkpoint["g_ema"]
     state: dict[str, torch.Tensor] = {}
     for key, value in source.items():
-        name = _rosinality_name(key)
+        name = _rosinality_name(str(key))
         if name is None:
             continue
+        if not isinstance(value, torch.Tensor):
+            raise MalformedPickle(f"g_ema[{str(key)!r}] is a {type(value).__name__}, not a tensor")
         value = value.detach().float()
         if name.endswith("conv.weight"):
             value = value[0]
@@ -252,13 +291,16 @@ _TF_DEFAULTS = {"resample_kernel": [1, 3, 3, 1], "nonlinearity": "lrelu", "mappi
 
 
 def _tf_variables(record: TFNetworkRecord) -> dict[str, np.ndarray]:
-    return {str(name): np.asarray(value) for name, value in record.state.get("variables", [])}
+    variables = record.state.get("variables") or []
+    if not isinstance(variables, (list, tuple)) or not all(isinstance(v, tuple) and len(v) == 2 for v in variables):
+        raise MalformedPickle("TensorFlow 'variables' that are not a list of (name, array) pairs")
+    return {str(name): np.asarray(value) for name, value in variables}
 
 
 def _tf_kwargs(gs: TFNetworkRecord, synthesis: TFNetworkRecord) -> dict[str, Any]:
     """Gs's keyword arguments (what NVlabs' legacy.py reads), the synthesis component's as a fallback."""
-    kwargs = dict(synthesis.state.get("static_kwargs") or {})
-    kwargs.update(gs.state.get("static_kwargs") or {})
+    kwargs = dict(_mapping(synthesis.state.get("static_kwargs"), "synthesis static_kwargs"))
+    kwargs.update(_mapping(gs.state.get("static_kwargs"), "Gs static_kwargs"))
     for name, default in _TF_DEFAULTS.items():
         value = kwargs.get(name)
         if value is not None and not np.array_equal(np.ravel(value), np.ravel(default)):
@@ -268,7 +310,7 @@ def _tf_kwargs(gs: TFNetworkRecord, synthesis: TFNetworkRecord) -> dict[str, Any
 
 
 def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
-    components = gs.state.get("components") or {}
+    components = _mapping(gs.state.get("components"), "Gs components")
     mapping, synthesis = components.get("mapping"), components.get("synthesis")
     if not isinstance(mapping, TFNetworkRecord) or not isinstance(synthesis, TFNetworkRecord):
         raise WeightsMismatchError("generator: TensorFlow Gs without mapping/synthesis components")
