@@ -156,9 +156,11 @@ def import_command(source: Path, generator_spec: str, generator_options: tuple[t
     Example:
       latentdirs import boundary.npy -g dcgan-faces -o boundary.safetensors
     """
+    from latentdirs.atomic import check_not_an_input
     from latentdirs.importers import import_directions
     from latentdirs.registry import generator_from_record
 
+    check_not_an_input(out, [source], param="--out")
     # no record: the generator is the user's -g, with their --gen-opt (names checked before loading)
     generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options), device=device)
     directions = import_directions(source, generator, space=space)

@@ -240,13 +240,17 @@ class EditPlan:
     """What an edit renders: ``rows × classes`` rows per direction, one column per strength.
 
     Attributes:
-        rows: the row source (:class:`SeedRows`, …).
+        rows: the row source (:class:`SeedRows`, :class:`LatentRows`).
         indices: the directions rendered, in order.
         strengths: alphas or calibrated amounts (:class:`Strengths`).
-        classes: class ids, one grid row block each; ``(None,)`` for unconditional generators.
+        classes: class ids, one grid row block each; ``(None,)`` for unconditional generators, and with
+            ``row_classes``.
         truncation: ψ in (0, 1], or None.
         layers: for layered spaces, the layers moved (None: the direction file's own layers).
-        allow_other_generator: render even when the generator's fingerprint differs from the file's.
+        allow_other_generator: render even when the generator's fingerprint differs from the file's
+            (the direction file's, and a latents file's).
+        row_classes: each row renders under the class its row source records (:class:`LatentRows` of a
+            conditional generator's inversion); ``classes`` is then ``(None,)``.
     """
 
     rows: RowSource
@@ -256,6 +260,7 @@ class EditPlan:
     truncation: float | None = None
     layers: tuple[int, ...] | None = None
     allow_other_generator: bool = False
+    row_classes: bool = False
 
     @classmethod
     def build(cls, generator: GeneratorAdapter, directions: Directions, *, seeds: Sequence[int] | None = None,
@@ -268,6 +273,8 @@ class EditPlan:
 
         Exactly one of ``seeds`` / ``rows`` and at most one of ``alphas`` / ``amounts`` (default: alphas
         −3 … 3); ``indices`` default to the first five directions; ``classes`` are names or ids.
+        With :class:`LatentRows` rows: no ``classes`` means each row's recorded class (when the file
+        records them), and no ``truncation`` means the one the latents were inverted with.
         """
         if (seeds is None) == (rows is None):
             raise invalid("seeds/rows", "both" if seeds is not None else "neither", "exactly one of seeds and rows")
@@ -278,14 +285,20 @@ class EditPlan:
         strengths = Strengths(tuple(float(v) for v in (amounts if calibrated else alphas or DEFAULT_ALPHAS)),
                               calibrated=calibrated, clamp=bool(clamp_amounts))
         chosen = list(range(min(DEFAULT_INDEX_COUNT, len(directions)))) if indices is None else list(indices)
-        if classes is None or isinstance(classes, (int, str)):
+        own_classes = (isinstance(source, LatentRows) and source.classes is not None and generator.conditional
+                       and (classes is None or (not isinstance(classes, (int, str)) and not list(classes))))
+        if own_classes:
+            class_ids: tuple[int | None, ...] = (None,)
+        elif classes is None or isinstance(classes, (int, str)):
             class_ids = (generator.resolve_class(classes),)
         else:
             class_ids = tuple(generator.resolve_class(c) for c in classes) or (generator.resolve_class(None),)
+        if truncation is None and isinstance(source, LatentRows):
+            truncation = source.source.truncation
         plan = cls(rows=source, indices=tuple(chosen), strengths=strengths, classes=class_ids,
                    truncation=generator.check_truncation(truncation),
                    layers=None if layers is None else tuple(int(i) for i in layers),
-                   allow_other_generator=bool(allow_other_generator))
+                   allow_other_generator=bool(allow_other_generator), row_classes=own_classes)
         plan.check(generator, directions)
         return plan
 
@@ -312,6 +325,17 @@ class EditPlan:
             if len(directions) != 1 or space.layered:
                 raise invalid("amounts", list(self.strengths.values),
                               "a calibrated file with one direction in a flat space")
+        self._check_rows(generator, directions)
+
+    def _check_rows(self, generator: GeneratorAdapter, directions: Directions) -> None:
+        """The rows' own checks, their classes, and that their space maps to the directions' space."""
+        if isinstance(self.rows, LatentRows):
+            self.rows.check(generator, self)
+        if self.row_classes and (not isinstance(self.rows, LatentRows) or self.rows.classes is None
+                                 or self.classes != (None,)):
+            raise invalid("row_classes", True, "only with LatentRows that record classes, and classes (None,)")
+        generator.space(self.rows.space)
+        check_mapping(generator, self.rows.space, directions.space, truncation=self.truncation)
 
     # ------------------------------------------------------------------ shape of the run
     @property
@@ -325,11 +349,13 @@ class EditPlan:
 
     def jobs(self) -> Iterator[tuple[int, int | None, int, float]]:
         """``(direction index, class id, row position, strength value)`` in grid order."""
+        row_classes = self.rows.classes if self.row_classes and isinstance(self.rows, LatentRows) else None
         for index in self.indices:
             for class_id in self.classes:
                 for position in range(len(self.rows)):
+                    chosen = row_classes[position] if row_classes is not None else class_id
                     for value in self.strengths.values:
-                        yield index, class_id, position, value
+                        yield index, chosen, position, value
 
     def effective_layers(self, directions: Directions) -> list[int] | None:
         return list(self.layers) if self.layers is not None else directions.layers
@@ -345,11 +371,17 @@ class EditPlan:
         }
         if isinstance(self.rows, SeedRows):  # flat field kept for readers of manifest v1
             described["seeds"] = list(self.rows.seeds)
+        if self.row_classes:
+            described["row_classes"] = True
         return described
 
-    def command_words(self) -> list[str]:
-        """The ``latentdirs edit`` options that render this plan (everything explicit)."""
-        words = self.rows.command_words() + ["--indices", ",".join(map(str, self.indices))]
+    def command_words(self) -> list[str] | None:
+        """The ``latentdirs edit`` options that render this plan (everything explicit); None when the rows
+        cannot be named on a command line (latents never saved)."""
+        row_words = self.rows.command_words()
+        if row_words is None:
+            return None
+        words = row_words + ["--indices", ",".join(map(str, self.indices))]
         words += self.strengths.command_words()
         for class_id in self.classes:
             if class_id is not None:
@@ -381,4 +413,5 @@ def _option_text(value: Any) -> str:
     return json.dumps(value)
 
 
-__all__ = ["DEFAULT_ALPHAS", "EditPlan", "RowSource", "SeedRows", "Strengths", "generator_words"]
+__all__ = ["DEFAULT_ALPHAS", "EditPlan", "LatentRows", "RowSource", "SeedRows", "Strengths", "file_tag",
+           "generator_words"]

@@ -13,18 +13,20 @@ spec comes from the file, to built-in families that import no code.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import json
 import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 
-from latentdirs.errors import (DirectionFileError, InvalidValueError, LatentDirsError, NotSupportedError,
-                               UnknownNameError, describe_allowed, invalid)
+from latentdirs.errors import (DirectionFileError, InvalidValueError, LatentDirsError, MissingWeightsError,
+                               NotSupportedError, UnknownNameError, describe_allowed, invalid)
 from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.specs import split_generator_spec
 
@@ -200,7 +202,27 @@ def load_generator(spec: str = DEFAULT_GENERATOR, *, device: str | torch.device 
         raise invalid("generator", spec, "a family whose loader returns a GeneratorAdapter",
                       f"{entry.loader} returned {type(adapter).__name__}", cls=NotSupportedError)
     adapter.load_options = recorded
+    adapter.source = _source_of(argument)
     return adapter
+
+
+def _source_of(argument: str | None) -> dict[str, Any] | None:
+    """``{"path", "absolute", "sha256"}`` when the spec's argument names weights on disk, else None.
+
+    For a directory (BigGAN's config.json + pytorch_model.bin) the digest covers its files, by name."""
+    if argument is None or not Path(argument).exists():
+        return None
+    from latentdirs.weights import sha256_of
+
+    path = Path(argument)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for member in sorted(p for p in path.iterdir() if p.is_file()):
+            digest.update(f"{member.name}|{sha256_of(member)}|".encode())
+        checksum = digest.hexdigest()
+    else:
+        checksum = sha256_of(path)
+    return {"path": argument, "absolute": str(path.resolve()), "sha256": checksum}
 
 
 #: option names the spec and --device already set: an option of that name would collide with them
@@ -258,7 +280,25 @@ def generator_request(record: Mapping[str, Any] | None, *, spec: str | None = No
         raise invalid("-g/--generator", None, "a generator spec such as dcgan-faces",
                       "The file names no generator; pass -g/--generator")
     _check_recorded_spec(recorded_spec)
-    return recorded_spec, {**recorded_options, **user_options}
+    return _locate(recorded_spec, record), {**recorded_options, **user_options}
+
+
+def _locate(spec: str, record: Mapping[str, Any] | None) -> str:
+    """A recorded spec whose path exists from here: as given, else its recorded absolute form.
+
+    A spec naming weights that are in neither place is refused with the way out (-g NEWPATH); the
+    fingerprint check of the direction file then proves the moved file holds the same weights."""
+    family, argument = split_generator_spec(spec)
+    source = record.get("source") if isinstance(record, Mapping) else None
+    if argument is None or not isinstance(source, Mapping) or Path(argument).exists():
+        return spec
+    absolute = source.get("absolute")
+    if isinstance(absolute, str) and Path(absolute).exists():
+        return f"{family}:{absolute}"
+    raise invalid("generator (read from the file)", spec, "weights that exist on this machine",
+                  f"Neither {argument!r} (from here) nor {absolute!r} exists; if the weights moved, pass "
+                  f"-g {family}:NEWPATH (the fingerprint check proves they are the same weights)",
+                  cls=MissingWeightsError)
 
 
 def generator_from_record(record: Mapping[str, Any] | None, *, spec: str | None = None,

@@ -62,3 +62,38 @@ def test_failed_edit_writes_nothing(cli_runner, tmp_path):
     result = invoke(cli_runner, "edit", path, "--amounts", "0.1", "--device", "cpu", "-o", out)
     assert result.exit_code == 1 and "not calibrated" in result.output
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_relative_weights_found_from_elsewhere_and_moved_ones_with_g(cli_runner, tmp_path, monkeypatch):
+    from tests.stylegan2_fixtures import random_network, tiny_config, write_nvlabs_pickle
+
+    made = tmp_path / "made"
+    made.mkdir()
+    write_nvlabs_pickle(random_network(tiny_config()), made / "toy.pkl")
+    monkeypatch.chdir(made)
+    result = invoke(cli_runner, "discover", "stylegan2:toy.pkl", "-k", "2", "--device", "cpu", "-o", "toy.safetensors")
+    assert result.exit_code == 0, result.output
+    recorded = Directions.load(made / "toy.safetensors").meta["generator"]["source"]
+    assert recorded["path"] == "toy.pkl" and recorded["absolute"] == str(made / "toy.pkl")
+    assert len(recorded["sha256"]) == 64
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    edit = ["edit", made / "toy.safetensors", "--seeds", "0", "--alphas", "1", "--device", "cpu"]
+    result = invoke(cli_runner, *edit, "-o", "out")
+    assert result.exit_code == 0, result.output
+    (made / "toy.pkl").rename(tmp_path / "moved.pkl")
+    result = invoke(cli_runner, *edit, "-o", "out2")
+    assert result.exit_code == 1 and "toy.pkl" in result.output and "-g stylegan2:NEWPATH" in result.output
+    result = invoke(cli_runner, *edit, "-g", f"stylegan2:{tmp_path / 'moved.pkl'}", "-o", "out3")
+    assert result.exit_code == 0, result.output
+
+
+def test_import_refuses_to_overwrite_its_source(cli_runner, tmp_path):
+    import numpy as np
+
+    source = tmp_path / "same.npy"
+    np.save(source, np.random.default_rng(0).standard_normal((2, 16)))
+    before = source.read_bytes()
+    result = invoke(cli_runner, "import", source, "-g", "synthetic", "--device", "cpu", "-o", source)
+    assert result.exit_code == 1 and "--out" in result.output and source.read_bytes() == before

@@ -79,6 +79,10 @@ class GeneratorAdapter(abc.ABC):
         self.class_names: tuple[str, ...] = tuple(class_names)
         self._fingerprint: str | None = None
         self.load_options = {}  # set by the registry after loading; an adapter built directly has none
+        #: where the weights came from when the spec names a path: the path as given, its absolute form
+        #: and the sha256 of the file(s) — set by the registry; lets a reload find a file from another
+        #: working directory, and tells a moved checkpoint apart from another one
+        self.source: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ identity
     @property
@@ -121,6 +125,7 @@ class GeneratorAdapter(abc.ABC):
             "resolution": self.resolution,
             "spaces": {name: {"dim": s.dim, "num_layers": s.num_layers} for name, s in self.spaces.items()},
             "classes": list(self.class_names),
+            **({"source": dict(self.source)} if self.source else {}),
         }
 
     # ------------------------------------------------------------------ spaces and classes
