@@ -152,3 +152,24 @@ def test_hostile_manifest_cannot_delete_outside_the_directory(synthetic, synthet
     plan = EditPlan.build(synthetic, synthetic_sefa, seeds=[0], indices=[0], alphas=[1])
     render_edits(synthetic, synthetic_sefa, plan, out)
     assert victim.read_bytes() == b"keep me"
+
+
+def test_file_discovered_with_random_noise_edits_with_random_noise(cli_runner, tmp_path):
+    from tests.stylegan2_fixtures import random_network, tiny_config, write_nvlabs_pickle
+
+    pickle = write_nvlabs_pickle(random_network(tiny_config()), tmp_path / "toy.pkl") or tmp_path / "toy.pkl"
+    path = tmp_path / "noisy.safetensors"
+    result = invoke(cli_runner, "discover", f"stylegan2:{pickle}", "-k", "2", "--gen-opt", "noise_mode=random",
+                    "--device", "cpu", "-o", path)
+    assert result.exit_code == 0, result.output
+    runs = {}
+    for name, extra in (("recorded", []), ("const", ["--gen-opt", "noise_mode=const"])):
+        out = tmp_path / name
+        result = invoke(cli_runner, "edit", path, "--seeds", "0", "--indices", "0", "--alphas", "0", *extra,
+                        "--device", "cpu", "-o", out)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        runs[name] = (manifest["generator"]["options"], (out / "grid_d000.png").read_bytes())
+        assert "--gen-opt" in manifest["command"]
+    assert runs["recorded"][0] == {"noise_mode": "random"} and runs["const"][0] == {"noise_mode": "const"}
+    assert runs["recorded"][1] != runs["const"][1], "random noise renders other images than constant noise"
