@@ -15,7 +15,9 @@ from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, DEVICE, INDEX_SPEC, OPTIO
 @click.argument("directions_path", metavar="DIRECTIONS", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-g", "--generator", "generator_spec", default=None,
               help="Generator spec (default: the one recorded in the direction file, with its load options).")
-@click.option("--seeds", type=INDEX_SPEC, default="0-7", help="Seeds, one row each, e.g. '0-7,42'.")
+@click.option("--seeds", type=INDEX_SPEC, default=None, help="Seeds, one row each, e.g. '0-7,42'  [default: 0-7]")
+@click.option("--latents", "latents_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A latents file (from latentdirs invert): its photos are the rows, instead of --seeds.")
 @click.option("--indices", type=INDEX_SPEC, default=None,
               help="Directions to render, e.g. '0-3'  [default: the first five]")
 @click.option("--alphas", type=ALPHA_SPEC, default=None, help="Strengths: START:STOP:NUM or A,B,C  [default: -3:3:7]")
@@ -29,7 +31,9 @@ from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, DEVICE, INDEX_SPEC, OPTIO
               help="Layered spaces (w+, BigGAN blocks): the layers the directions move  [default: the file's]")
 @click.option("--animate", type=click.Choice(["gif", "webp"]), default=None, is_flag=False, flag_value="gif",
               help="Also write an animation sweeping the strength (--animate = gif).")
-@click.option("--no-strips", is_flag=True, help="Skip the per-seed strips.")
+@click.option("--no-strips", is_flag=True, help="Skip the per-row strips.")
+@click.option("--paste-back", is_flag=True,
+              help="With --latents: also write each full-size photo with its edited crop blended back in (paste/).")
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=32, help="Images rendered per forward pass.")
 @click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
               help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:), "
@@ -40,9 +44,10 @@ from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, DEVICE, INDEX_SPEC, OPTIO
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
                  generator_options: tuple[tuple[str, Any], ...], device: str, no_strips: bool, animate: str | None,
-                 batch_size: int, **plan_options: Any) -> None:
-    """Render what the directions in DIRECTIONS do: one grid per direction (rows = seeds,
-    columns = strengths), per-seed strips, optional animations, and manifest.json.
+                 batch_size: int, latents_path: Path | None, paste_back: bool, **plan_options: Any) -> None:
+    """Render what the directions in DIRECTIONS do: one grid per direction (rows = seeds, or the photos
+    of a latents file; columns = strengths), per-row strips, optional animations, and manifest.json;
+    with --paste-back, the edited photos at full size.
 
     The run is all or nothing: files appear, with manifest.json, only when every image is written.
 
@@ -51,25 +56,36 @@ def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
       latentdirs edit faces.safetensors --indices 0-3 --seeds 0-5 --alphas -3:3:7 -o out/faces
       latentdirs edit eyes.safetensors --class blue --class 6 --animate -o out/eyes
       latentdirs edit shift.safetensors --amounts -0.2:0.2:5 -o out/shift
+      latentdirs edit faces.safetensors --latents me.safetensors --indices 0-3 --paste-back -o out/me
     """
     from tqdm import tqdm
 
     from latentdirs.atomic import check_writable_directory
     from latentdirs.directions import Directions, read_header
-    from latentdirs.plan import EditPlan
+    from latentdirs.latent_file import Latents
+    from latentdirs.plan import EditPlan, LatentRows
     from latentdirs.registry import generator_from_record
     from latentdirs.render import Output, render_edits
 
     if plan_options["alphas"] is not None and plan_options["amounts"] is not None:
         raise click.UsageError("--alphas and --amounts exclude each other; give one")
+    if latents_path is not None and plan_options["seeds"] is not None:
+        raise click.UsageError("--seeds and --latents exclude each other; give one")
+    if paste_back and latents_path is None:
+        raise click.UsageError("--paste-back needs --latents (seed rows have no photo to paste into)")
     plan_options["classes"] = list(plan_options["classes"]) or None
+    if latents_path is not None:
+        plan_options["seeds"] = None
+        plan_options["rows"] = LatentRows(Latents.load(latents_path))  # checked against the generator in build
+    elif plan_options["seeds"] is None:
+        plan_options["seeds"] = list(range(8))
     header = read_header(directions_path)
     check_writable_directory(out, param="--out")
     generator = generator_from_record(header.get("generator"), spec=generator_spec, options=dict(generator_options),
                                       device=device)
     directions = Directions.load(directions_path)
     plan = EditPlan.build(generator, directions, **plan_options)  # validates everything before rendering
-    output = Output(strips=not no_strips, animate=animate)
+    output = Output(strips=not no_strips, animate=animate, paste_back=paste_back)
     with tqdm(total=plan.total, unit="img", desc="edit", disable=None, file=sys.stderr) as bar:
         manifest = render_edits(generator, directions, plan, out, output=output, batch_size=batch_size,
                                 directions_path=directions_path, progress=bar.update)

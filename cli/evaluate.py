@@ -21,7 +21,7 @@ MAX_PAIRS = 200_000
 @click.option("-g", "--generator", "generator_spec", default=None, help="Generator (default: each file's own).")
 @click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
               help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:); repeatable.")
-@click.option("--seed", type=int, default=0, help="Makes the numbers repeatable.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, help="Makes the numbers repeatable.")
 @click.option("--top", type=click.IntRange(min=2), default=8, help="Directions evaluated per file.")
 @click.option("--pairs", type=click.IntRange(min=50, max=MAX_PAIRS), default=2000, help="VP image pairs per run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, help="VP training epochs.")

@@ -49,10 +49,7 @@ def check_option_types(function: Callable[..., Any], options: dict[str, Any], *,
     checked. A value that fits no branch raises an :class:`~latentdirs.errors.InvalidValueError`
     naming ``param`` and the option.
     """
-    try:
-        hints = typing.get_type_hints(function)
-    except Exception:  # a plugin's annotations may name what its module never imported
-        return dict(options)
+    hints = _annotations(function)
     names = inspect.signature(function).parameters
     checked = {}
     for name, value in options.items():
@@ -68,6 +65,27 @@ def check_option_types(function: Callable[..., Any], options: dict[str, Any], *,
 
 
 _NO = (False, None)
+
+
+def _annotations(function: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved parameter annotations; one that cannot be resolved (a plugin may annotate with a name
+    it imports only for type checkers) is left out rather than taking the others with it."""
+    try:
+        return typing.get_type_hints(function)
+    except Exception:
+        pass
+    namespace = getattr(function, "__globals__", {})
+    hints = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        annotation = parameter.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)  # what get_type_hints does, one name at a time
+            except Exception:
+                continue
+        if annotation is not parameter.empty:
+            hints[name] = annotation
+    return hints
 
 
 def _conform(value: Any, hint: Any) -> tuple[bool, Any]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +24,9 @@ import torch
 
 from latentdirs.version import __version__
 from latentdirs.atomic import write_bytes_atomic
-from latentdirs.errors import DirectionFileError, FingerprintMismatchError, OutOfRangeError, invalid
+from latentdirs.calibration import KIND as CALIBRATION_KIND
+from latentdirs.errors import (DirectionFileError, FingerprintMismatchError, InvalidValueError, LatentDirsError,
+                               OutOfRangeError, invalid)
 
 SCHEMA_NAME = "latentdirs.directions"
 SCHEMA_VERSION = 1
@@ -65,6 +69,8 @@ class Directions:
         self.vectors = vectors.contiguous()
         self.scores = scores
         self.calibration = {k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in (calibration or {}).items()}
+        if meta is not None and not isinstance(meta, Mapping):
+            raise invalid("meta", f"a {type(meta).__name__}", "a dict (the JSON header, see docs/direction-format.md)")
         header = dict(meta or {})
         header.setdefault("schema", SCHEMA_NAME)
         header.setdefault("schema_version", SCHEMA_VERSION)
@@ -74,7 +80,9 @@ class Directions:
         header.setdefault("labels", {})
         header["latent_dim"] = int(vectors.shape[1])
         header["num_directions"] = int(vectors.shape[0])
-        header["labels"] = {str(int(k)): str(v) for k, v in header["labels"].items()}
+        validate_header(header, where="meta", cls=InvalidValueError)
+        _check_calibration(header, self.calibration, where="meta", cls=InvalidValueError)
+        header["labels"] = {str(int(k)): v for k, v in header["labels"].items()}
         self.meta: dict[str, Any] = header
 
     # ------------------------------------------------------------------ construction by methods
@@ -86,7 +94,7 @@ class Directions:
                     calibration_meta: Mapping[str, Any] | None = None) -> "Directions":
         """Stamp a method's result with the generator's identity and the method's name, options, seed."""
         meta = {
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": creation_time(),
             "generator": generator.describe(),
             "space": space,
             "layers": list(layers) if layers is not None else None,
@@ -235,8 +243,9 @@ def _parse_header(path: Path, raw: str | None) -> dict[str, Any]:
                                  "header; convert foreign directions with 'latentdirs import'")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise DirectionFileError(f"directions: {str(path)!r} has a corrupt header ({error})") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, over-long numbers, nesting too deep
+        raise DirectionFileError(f"directions: {str(path)!r} has a corrupt header ({type(error).__name__}: "
+                                 f"{str(error)[:120]})") from None
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA_NAME:
         raise DirectionFileError(f"directions: {str(path)!r} has schema {meta.get('schema') if isinstance(meta, dict) else meta!r}, "
                                  f"expected {SCHEMA_NAME!r}")
@@ -247,7 +256,129 @@ def _parse_header(path: Path, raw: str | None) -> dict[str, Any]:
         raise DirectionFileError(
             f"directions: {str(path)!r} uses schema v{version}, newer than this latentdirs "
             f"{__version__} reads (v{SCHEMA_VERSION}); upgrade: pip install --upgrade latentdirs")
+    return validate_header(meta, where=str(path))
+
+
+# ---------------------------------------------------------------------- header structure (schema v1)
+#: longest ``layers`` list a header may hold (a StyleGAN2 at 1024 px has 18 W+ slots)
+MAX_HEADER_LAYERS = 100_000
+_FIX_HEADER = "The header is damaged or was edited by hand; re-create the file with 'latentdirs discover' (or 'import')"
+
+
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < 2**63
+
+
+def _is_text_or_null(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_label_key(key: Any) -> bool:
+    return _is_int(key) or (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 19)
+
+
+def _generator_ok(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and _is_text_or_null(value.get("spec"))
+                             and _is_text_or_null(value.get("fingerprint")))
+
+
+def _method_ok(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and _is_text_or_null(value.get("name"))
+                             and isinstance(value.get("options", {}), (dict, type(None)))
+                             and (value.get("seed") is None or _is_int(value.get("seed"), -2**63)))
+
+
+def _calibration_ok(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, dict) or value.get("kind") != CALIBRATION_KIND:
+        return False
+    bounds = value.get("range")
+    return (all(isinstance(value.get(key), str) for key in ("transform", "units"))
+            and isinstance(value.get("factor", ""), str) and isinstance(bounds, list) and len(bounds) == 2
+            and all(_is_finite_number(b) for b in bounds) and bounds[0] <= bounds[1])
+
+
+def _layers_ok(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and len(value) <= MAX_HEADER_LAYERS
+                             and all(_is_int(layer) for layer in value))
+
+
+def _labels_ok(value: Any) -> bool:
+    return isinstance(value, dict) and all(_is_label_key(k) and isinstance(v, str) for k, v in value.items())
+
+
+#: header key → (check, what is allowed); keys a header lacks are filled with defaults before the check
+HEADER_FIELDS: dict[str, tuple[Any, str]] = {
+    "library_version": (lambda v: isinstance(v, str), "a version string"),
+    "created": (_is_text_or_null, "an ISO-8601 time string or null"),
+    "generator": (_generator_ok, "null or an object whose 'spec' and 'fingerprint' are strings or null"),
+    "space": (lambda v: isinstance(v, str) and bool(v), "a space name such as \"z\", \"w\" or \"w+\""),
+    "latent_dim": (lambda v: _is_int(v, 1), "an integer ≥ 1"),
+    "num_directions": (lambda v: _is_int(v, 1), "an integer ≥ 1"),
+    "layers": (_layers_ok, f"null or a list of at most {MAX_HEADER_LAYERS} non-negative integers"),
+    "method": (_method_ok, "null or an object {\"name\": string, \"options\": object, \"seed\": integer or null}"),
+    "score_kind": (_is_text_or_null, "a string or null"),
+    "calibration": (_calibration_ok, f"null or an object with kind {CALIBRATION_KIND!r}, transform, units (strings) "
+                                     "and range [low, high] (finite numbers)"),
+    "labels": (_labels_ok, "an object mapping direction indices (\"0\", \"1\", …) to label strings"),
+}
+
+
+def validate_header(meta: Any, *, where: str, cls: type[LatentDirsError] = DirectionFileError) -> dict[str, Any]:
+    """Check every known field of a direction header (docs/direction-format.md) in one place; return it.
+
+    ``where`` names the source in the error (a file path, or ``meta`` for a header passed from
+    Python); ``cls`` is the error raised — :class:`DirectionFileError` for files. Unknown keys are
+    kept (later v1 writers may add some); labels must name directions the file holds.
+    """
+    if not isinstance(meta, dict):
+        raise invalid("directions", f"{where}: a header that is a JSON {type(meta).__name__}", "one JSON object",
+                      _FIX_HEADER, cls=cls)
+    for key, (check, allowed) in HEADER_FIELDS.items():
+        if key in meta and not check(meta[key]):
+            raise invalid("directions", f"{where}: header {key} = {_json_excerpt(meta[key])}", allowed, _FIX_HEADER,
+                          cls=cls)
+    count = meta.get("num_directions")
+    beyond = [str(k) for k in meta.get("labels", {}) if _is_int(count) and int(k) >= count]
+    if beyond:
+        raise invalid("directions", f"{where}: labels for directions {', '.join(beyond[:4])}",
+                      f"labels of directions 0-{count - 1} (the file holds {count})", _FIX_HEADER, cls=cls)
     return meta
+
+
+def _json_excerpt(value: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def creation_time() -> str:
+    """The ``created`` stamp of a new file: UTC now, or ``$SOURCE_DATE_EPOCH`` when it is set.
+
+    ``SOURCE_DATE_EPOCH`` (https://reproducible-builds.org/specs/source-date-epoch/) makes the same
+    discovery write byte-identical files; a value that is not a non-negative integer of seconds is an
+    error naming it, never silently ignored.
+    """
+    raw = os.environ.get("SOURCE_DATE_EPOCH")
+    if raw is None:
+        return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) <= MAX_SOURCE_DATE_EPOCH):
+        raise invalid("SOURCE_DATE_EPOCH", raw, f"a whole number of seconds since 1970-01-01 UTC, 0-"
+                      f"{MAX_SOURCE_DATE_EPOCH} (the end of year 9999)",
+                      "Unset it, or set it e.g. to the last commit's time: $(git log -1 --format=%ct)")
+    return _dt.datetime.fromtimestamp(int(text), _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+#: 9999-12-31T23:59:59Z, the last second an ISO-8601 year of four digits can express
+MAX_SOURCE_DATE_EPOCH = 253_402_300_799
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -272,6 +403,28 @@ def _check_shapes(path: str | Path, meta: dict[str, Any], tensors: dict[str, tor
     if tuple(vectors.shape) != expected:
         raise DirectionFileError(f"directions: {str(path)!r} holds a {tuple(vectors.shape)} tensor but its "
                                  f"header says {expected}; the file is corrupt — re-create it")
+    scores = tensors.get("scores")
+    if not vectors.dtype.is_floating_point or (scores is not None and not scores.dtype.is_floating_point):
+        found = f"directions {vectors.dtype}" + (f", scores {scores.dtype}" if scores is not None else "")
+        raise invalid("directions", f"{Path(path).name}: {found}", "floating-point directions and scores",
+                      _FIX_HEADER, cls=DirectionFileError)
+    calibration = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("calibration.")}
+    _check_calibration(meta, calibration, where=str(path), cls=DirectionFileError)
+
+
+def _check_calibration(meta: dict[str, Any], calibration: Mapping[str, torch.Tensor], *, where: str,
+                       cls: type[LatentDirsError]) -> None:
+    """A calibrated header needs one direction and knots ``knots_x``, ``knots_y`` ``[J]`` (J ≥ 2, finite, x ascending)."""
+    if meta.get("calibration") is None:
+        return
+    xs, ys = calibration.get("knots_x"), calibration.get("knots_y")
+    if (meta.get("num_directions") != 1 or xs is None or ys is None or xs.dim() != 1 or xs.shape != ys.shape
+            or xs.numel() < 2 or not (xs.dtype.is_floating_point and ys.dtype.is_floating_point)
+            or not bool(torch.isfinite(xs).all() and torch.isfinite(ys).all()) or bool((xs[1:] < xs[:-1]).any())):
+        found = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(calibration.items())) or "no knots"
+        raise invalid("directions", f"{where}: a calibrated header with {meta.get('num_directions')} directions and "
+                      f"{found}", "one direction with finite knots_x, knots_y [J], J ≥ 2, knots_x ascending",
+                      _FIX_HEADER, cls=cls)
 
 
 def _jsonable(value: Any) -> Any:

@@ -96,9 +96,9 @@ def traverse(generator: GeneratorAdapter, directions: Directions, plan: EditPlan
     Order: direction, then class, then row, then strength — so each direction's grid completes before
     the next starts, and memory depends on ``batch_size`` only, never on the total count.
 
-    Row latents come from the plan's row source in ``z``, are mapped to the directions' space with the
-    row's class and the truncation ψ (as the generator defines it), shifted along the direction, and
-    rendered under ``torch.inference_mode``. Calibrated amounts move each row by the strength that
+    Row latents come from the plan's row source in its ``space`` (``z`` for seeds), are mapped to the
+    directions' space with the row's class and the truncation ψ (as the generator defines it), shifted
+    along the direction, and rendered under ``torch.inference_mode``. Calibrated amounts move each row by the strength that
     changes the factor by exactly that amount (:func:`latentdirs.calibration.calibrated_steps`);
     requests beyond the calibrated range are refused, or clamped (with a warning) when the plan says so.
     """
@@ -133,7 +133,7 @@ def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
     class_list = [c for _, c, _, _ in batch]
     classes = None if class_list[0] is None else torch.tensor(class_list)
     z = base_z[[position for _, _, position, _ in batch]]
-    latents = generator.to_space(z, "z", directions.space, truncation=plan.truncation, classes=classes)
+    latents = generator.to_space(z, plan.rows.space, directions.space, truncation=plan.truncation, classes=classes)
     requested = torch.tensor([value for *_, value in batch], dtype=latents.dtype, device=latents.device)
     strengths, clamped = requested, torch.zeros(len(batch), dtype=torch.bool)
     if plan.strengths.calibrated:

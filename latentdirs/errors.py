@@ -1,8 +1,12 @@
 """Errors raised by latentdirs.
 
 Every error derives from :class:`LatentDirsError` *and* from the builtin exception it refines, so
-callers can catch either ``LatentDirsError`` or e.g. ``ValueError``. Messages follow one pattern:
-name the parameter, echo what was received, say what is allowed, suggest the fix.
+callers can catch either ``LatentDirsError`` or e.g. ``ValueError``. Messages follow one pattern,
+built by :func:`invalid` (and :func:`unknown` for names): name the parameter, echo what was received
+(compactly and bounded, :func:`show`), say what is allowed, suggest the fix.
+
+The numeric checks every option goes through live here too (:func:`check_count`,
+:func:`check_positive`, :func:`check_seed`), so each refusal reads the same wherever it is made.
 """
 
 from __future__ import annotations
@@ -166,7 +170,7 @@ def show(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
     >>> len(show(list(range(3_000_000)))) <= 200
     True
     """
-    return _render(value, max(limit, 24))
+    return _render(value, max(limit, 24))  # room for at least "[… (N items)]"
 
 
 def _render(value: Any, limit: int) -> str:
@@ -174,7 +178,8 @@ def _render(value: Any, limit: int) -> str:
         return repr(value)
     if isinstance(value, int):
         if value.bit_length() > 128:  # repr of a huge int is long (and refused past 4300 digits)
-            return f"{'a negative' if value < 0 else 'an'} integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            return f"{'a negative' if value < 0 else 'an'} integer of about {digits} digits"
         return repr(value)
     if isinstance(value, float):
         return _float(value)

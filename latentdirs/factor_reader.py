@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from latentdirs import scenes
-from latentdirs.errors import InvalidValueError, WeightsMismatchError, invalid
+from latentdirs.errors import MissingWeightsError, WeightsMismatchError, invalid
 
 WEIGHTS_FILE = "shapes-factor-reader.safetensors"
 FEATURES = 256
@@ -120,7 +120,7 @@ def load_factor_reader(path: str | Path | None = None, *, device: str | torch.de
     path = Path(path) if path is not None else checkpoints_dir() / WEIGHTS_FILE
     if not path.is_file():
         raise invalid("path", str(path), "an existing .safetensors file of the factor reader",
-                      "pass the file written by training/train_factor_reader.py", cls=InvalidValueError)
+                      "pass the file written by training/train_factor_reader.py", cls=MissingWeightsError)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     reader = FactorReader()
     try:

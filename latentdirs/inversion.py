@@ -21,6 +21,7 @@ import torch
 
 from latentdirs.atomic import atomic_path
 from latentdirs.errors import DirectionFileError, as_finite, check_count, check_positive, invalid
+from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import clamp_to_ball_
 from latentdirs.transforms import gaussian_blur, get_transform
 
@@ -58,7 +59,8 @@ class TrajectoryData:
         except DirectionFileError:
             raise
         except Exception as error:  # safetensors raises its own kinds for missing, truncated or foreign files
-            raise invalid("dataset", str(path), allowed, f"It cannot be read: {error}", cls=DirectionFileError) from None
+            raise invalid("dataset", str(path), allowed, f"It cannot be read: {error}",
+                          cls=DirectionFileError) from None
         rows = tensors["delta"].shape
         if (tensors["z0"].dim() != 2 or tensors["zt"].shape != tensors["z0"].shape or len(rows) != 1
                 or tensors["error"].shape != rows or tensors["z0"].shape[0] != rows[0]):
@@ -76,7 +78,7 @@ def check_amounts(amounts: Sequence[float]) -> list[float]:
     return values  # type: ignore[return-value]
 
 
-def invert_trajectories(generator, z0: torch.Tensor, transform: str, amounts: Sequence[float], *,
+def invert_trajectories(generator: GeneratorAdapter, z0: torch.Tensor, transform: str, amounts: Sequence[float], *,
                         iterations: int = 50, lr: float = 0.01, sigma: float | None = None,
                         class_id: int | None = None, batch_size: int = 16, drop_worst: float = 0.1,
                         progress: Callable[[int, int], None] | None = None) -> TrajectoryData:
@@ -122,8 +124,8 @@ def invert_trajectories(generator, z0: torch.Tensor, transform: str, amounts: Se
     return TrajectoryData(starts[keep].cpu(), zt[keep].cpu(), delta[keep].cpu(), error[keep].cpu(), transform)
 
 
-def invert_images(generator, targets: torch.Tensor, masks: torch.Tensor, init: torch.Tensor, *, iterations: int = 50,
-                  lr: float = 0.01, sigma: float | None = None, class_id: int | None = None,
+def invert_images(generator: GeneratorAdapter, targets: torch.Tensor, masks: torch.Tensor, init: torch.Tensor, *,
+                  iterations: int = 50, lr: float = 0.01, sigma: float | None = None, class_id: int | None = None,
                   blurred_target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents ``[N, D]`` whose images match ``targets`` ``[N, C, H, W]`` on ``masks`` ``[N, 1, H, W]``.
 

@@ -388,7 +388,7 @@ def _parse_header(path: Path, raw: bytes, *, size: int | None = None) -> dict[st
         raise LatentsFileError(f"latents: {where} has schema {found!r}, expected {SCHEMA_NAME!r}{hint}")
     version = meta.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise invalid("latents schema_version", version, "1", cls=LatentsFileError)
+        raise invalid(f"latents {where}: schema_version", version, "1 (an integer)", cls=LatentsFileError)
     if version > SCHEMA_VERSION:
         raise LatentsFileError(f"latents: {where} uses schema v{version}, newer than this latentdirs {__version__} "
                                f"reads (v{SCHEMA_VERSION}); upgrade: pip install --upgrade latentdirs")
@@ -459,7 +459,7 @@ def _check_meta(meta: dict[str, Any], where: str, cls: type[LatentDirsError]) ->
                   "one per row")
     rows = meta.get("rows")
     if not isinstance(rows, list) or len(rows) != count or any(not isinstance(r, dict) for r in rows):
-        raise bad("rows", _short(rows), f"{count} objects (per-row provenance), one per row")
+        raise bad("rows", rows, f"{count} objects (per-row provenance), one per row")
     if meta.get("inversion") is not None and not isinstance(meta.get("inversion"), dict):
         raise bad("inversion", meta.get("inversion"), "null or an object")
     if meta.get("converted_from") is not None and not isinstance(meta.get("converted_from"), str):

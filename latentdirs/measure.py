@@ -9,11 +9,16 @@ the best three. Batched over pairs and candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from latentdirs.errors import invalid
 from latentdirs.transforms import gaussian_blur, get_transform
+
+if TYPE_CHECKING:  # only annotations: measure is imported by the modules that hold these types
+    from latentdirs.directions import Directions
+    from latentdirs.generators.base import GeneratorAdapter
 
 
 def measure_amounts(sources: torch.Tensor, edited: torch.Tensor, transform: str, *, low: float, high: float,
@@ -85,7 +90,7 @@ def probe_amounts(calibration: dict) -> list[float] | None:
     return [-reach, -reach / 2, 0.0, reach / 2, reach] if reach > 0 else None
 
 
-def measure_calibration(generator, directions, *, seeds: list[int], amounts: list[float],
+def measure_calibration(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int], amounts: list[float],
                         clamp: bool = False, batch_size: int = 32) -> list[AccuracyRow]:
     """For a calibrated direction file: request each amount on each seed and measure what was achieved.
 

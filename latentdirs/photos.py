@@ -52,8 +52,8 @@ MAX_FILE_BYTES = 256 * 2**20
 MAX_PIXELS = 2**26
 #: what transparency is composited on
 BACKGROUND = (255, 255, 255)
-#: the Pillow formats decoded (MPO: the multi-picture JPEGs phones write); no others are even tried
-FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+#: the Pillow formats decoded (JPEG includes MPO, the multi-picture JPEGs phones write); no others are even tried
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 #: file suffixes taken from directories and globs (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm")
 #: smallest usable square side, as a fraction of the generator's resolution, without allow_upscale
@@ -374,23 +374,24 @@ def _damaged(name: str, error: Exception) -> LatentDirsError:
 def to_rgb(image: Image.Image, *, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
     """Any Pillow mode → 8-bit ``RGB`` (rule 5).
 
+    * ``I;16*`` and ``I``: values clipped to 0 … 65535 and divided by 257, as grey (a transparency key
+      of such an image is ignored);
+    * ``F``: values clipped to 0 … 255, as grey;
     * with alpha (RGBA, LA, PA, premultiplied) or a transparency key (P, L, RGB with ``transparency``):
       composited on ``background`` (white by default): ``rgb · a + background · (1 − a)``, rounded;
-    * ``I;16*`` and ``I``: values clipped to 0 … 65535 and divided by 257, as grey;
-    * ``F``: values clipped to 0 … 255, as grey;
     * ``1``, ``L``, ``P``, ``RGBX``, ``CMYK``, ``YCbCr``: Pillow's ``convert("RGB")`` (no ICC colour
       management); ``RGB`` unchanged. Other modes (LAB, HSV, …) are refused.
     """
     mode = image.mode
+    if mode in _WIDE_GREY_MODES or mode == "F":  # before transparency: Pillow cannot convert these to RGBA
+        values = np.asarray(image).astype(np.float64)
+        grey = np.clip(values, 0.0, 65535.0) / 257.0 if mode != "F" else np.nan_to_num(values)
+        return Image.fromarray(np.rint(np.clip(grey, 0.0, 255.0)).astype(np.uint8), "L").convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
         alpha = rgba[..., 3:] / 255.0
         mixed = rgba[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
         return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8), "RGB")
-    if mode in _WIDE_GREY_MODES or mode == "F":
-        values = np.asarray(image).astype(np.float64)
-        grey = np.clip(values, 0.0, 65535.0) / 257.0 if mode != "F" else np.nan_to_num(values)
-        return Image.fromarray(np.rint(np.clip(grey, 0.0, 255.0)).astype(np.uint8), "L").convert("RGB")
     if mode == "RGB":
         return image
     if mode in _CONVERTIBLE_MODES:
@@ -412,7 +413,17 @@ def read_photo(path: str | os.PathLike[str], *, sha256: str | None = None, max_b
                       f"Its content changed (sha256 now {digest[:12]}…); restore it or invert it again",
                       cls=ImageInputError)
     upright, *_ = decode(data, name, max_pixels=max_pixels)
-    return to_rgb(upright), digest
+    return _converted(upright, name), digest
+
+
+def _converted(image: Image.Image, name: str) -> Image.Image:
+    """:func:`to_rgb`, with a failure inside Pillow reported as this file's one-line error."""
+    try:
+        return to_rgb(image)
+    except ImageInputError:
+        raise
+    except Exception as error:  # a mode Pillow decodes but cannot convert as asked
+        raise _damaged(name, error) from None
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -439,7 +450,7 @@ def prepare_image(path: str | os.PathLike[str], resolution: int, *, crop: CropBo
                       f"side (a quarter of the generator's {size} px)",
                       f"It is {square.width} px; allow the upscale explicitly (--allow-upscale / allow_upscale=True) "
                       "or use a larger image", cls=ImageInputError)
-    rgb = to_rgb(upright)
+    rgb = _converted(upright, name)
     if square.width == size:  # exactly the generator's size: no resampling at all
         prepared = rgb.crop(square.box)
     else:

@@ -1,9 +1,9 @@
 """The edit plan: one immutable value that says what an edit renders.
 
 An :class:`EditPlan` holds the rows (a *row source*: :class:`SeedRows`, or :class:`LatentRows` — the
-latents of a file such as ``latentdirs invert`` writes), the classes, the truncation ψ, the directions' indices and the layers they move, the strengths (alphas,
-or calibrated amounts with the clamp policy) and whether the directions may meet other weights than
-their own. :func:`latentdirs.edit.traverse` renders it, :func:`latentdirs.render.render_edits` writes
+latents of a file such as ``latentdirs invert`` writes), the classes, the truncation ψ, the directions'
+indices and the layers they move, the strengths (alphas, or calibrated amounts with the clamp policy)
+and whether the directions may meet other weights than their own. :func:`latentdirs.edit.traverse` renders it, :func:`latentdirs.render.render_edits` writes
 its files, and the manifest and the command line that reproduces a run are both derived from it here
 (:meth:`EditPlan.describe`, :meth:`EditPlan.command_words`), so the two never drift apart.
 
@@ -134,11 +134,16 @@ class LatentRows:
     source: Latents
     kind: str = "latents"
     _tags: tuple[str, ...] = field(init=False, repr=False)
+    _digests: tuple[str | None, ...] = field(init=False, repr=False)
+    _labels: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, Latents):
             raise invalid("rows", type(self.source).__name__, "a Latents object (latentdirs.latent_file)")
-        object.__setattr__(self, "_tags", _unique_tags(self.source.labels))
+        object.__setattr__(self, "_labels", tuple(self.source.labels))
+        object.__setattr__(self, "_tags", _unique_tags(self._labels))
+        records = [self.source.source(k) for k in range(len(self.source))]  # validated once, here
+        object.__setattr__(self, "_digests", tuple(None if r is None else r.sha256 for r in records))
 
     @property
     def space(self) -> str:
@@ -156,15 +161,13 @@ class LatentRows:
         return self.source.tensor.to(generator.device)  # truncation: checked equal to the file's in check()
 
     def key(self, position: int) -> dict[str, Any]:
-        record = self.source.source(position)
-        return {"latent": position, "label": self.source.labels[position],
-                "source_sha256": None if record is None else record.sha256}
+        return {"latent": position, "label": self._labels[position], "source_sha256": self._digests[position]}
 
     def label(self, position: int) -> str:
-        return self.source.labels[position]
+        return self._labels[position]
 
     def short_label(self, position: int) -> str:
-        label = self.source.labels[position]
+        label = self._labels[position]
         return label if len(label) <= 12 else label[:11] + "…"
 
     def file_tag(self, position: int) -> str:

@@ -6,6 +6,9 @@ and PNG encoding runs on a small thread pool (zlib releases the GIL while compre
 queue, so the generator keeps rendering while files are written. A page's strips reuse the grid's
 compressed bands (:mod:`latentdirs.png`), so they cost no second compression.
 
+With ``Output(paste_back=True)`` (latents rows only), each edited image is also pasted back into its
+full-size source photo (:mod:`latentdirs.pasteback`), written as ``paste/…png`` like every other file.
+
 A run is all or nothing: files are written into a staging folder inside the output directory and
 moved into place, with the manifest last, only when every image is written
 (:class:`~latentdirs.atomic.StagedDirectory`); files an earlier run's manifest listed and this run does
@@ -31,6 +34,7 @@ from latentdirs.directions import Directions
 from latentdirs.edit import EditItem, traverse
 from latentdirs.errors import invalid
 from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, to_uint8
+from latentdirs.pasteback import PasteBack
 from latentdirs.plan import EditPlan, generator_words
 from latentdirs.version import __version__
 
@@ -41,7 +45,8 @@ MANIFEST_SCHEMA = "latentdirs.edit-manifest"
 MANIFEST_NAME = "manifest.json"
 ANIMATIONS = ("gif", "webp")
 #: the names an edit run writes; only these are ever removed as an earlier run's stale outputs
-_OWN_FILE = re.compile(r"(grid_d\d{3}(_p\d+)?\.png|anim_d\d{3}\.(gif|webp)|strips/d\d{3}_[A-Za-z0-9_]+\.png)")
+_OWN_FILE = re.compile(r"(grid_d\d{3}(_p\d+)?\.png|anim_d\d{3}\.(gif|webp)|strips/d\d{3}_[A-Za-z0-9_]+\.png"
+                       r"|paste/d\d{3}_[A-Za-z0-9_]+_[-+][0-9.e+-]+\.png)")
 
 
 @dataclass(frozen=True)
@@ -49,21 +54,26 @@ class Output:
     """How an edit run's files are written (what is rendered is the :class:`~latentdirs.plan.EditPlan`).
 
     ``strips``: one strip per row and direction; ``animate``: ``"gif"`` or ``"webp"`` sweeps the
-    strength; ``max_rows``: grid rows per page.
+    strength; ``max_rows``: grid rows per page; ``paste_back``: each edited image pasted back into its
+    full-size source photo (latents rows whose file records the photo; :mod:`latentdirs.pasteback`).
     """
 
     strips: bool = True
     animate: str | None = None
     max_rows: int = 16
+    paste_back: bool = False
 
     def __post_init__(self) -> None:
         if self.animate is not None and self.animate not in ANIMATIONS:
             raise invalid("animate", self.animate, " or ".join(ANIMATIONS))
         if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1:
             raise invalid("max_rows", self.max_rows, "an integer ≥ 1")
+        if not isinstance(self.paste_back, bool):
+            raise invalid("paste_back", self.paste_back, "True or False")
 
     def command_words(self) -> list[str]:
-        return (["--no-strips"] if not self.strips else []) + (["--animate", self.animate] if self.animate else [])
+        return ((["--no-strips"] if not self.strips else []) + (["--animate", self.animate] if self.animate else [])
+                + (["--paste-back"] if self.paste_back else []))
 
 
 class _Writer:
@@ -205,23 +215,29 @@ def render_edits(generator: GeneratorAdapter, directions: Directions, plan: Edit
     """
     out_dir = check_writable_directory(out_dir)
     plan.check(generator, directions)
+    paste = PasteBack(plan) if output.paste_back else None  # checks every source photo before rendering
     stale_before = _listed_files(out_dir)
     staging = StagedDirectory(out_dir)
     writer = _Writer()
     pager = _GridPager(generator, directions, plan, output, staging.path, writer)
+    if paste is not None:
+        paste.bind(staging.path, writer.submit)
     try:
         try:
             for batch in traverse(generator, directions, plan, batch_size=batch_size):
                 for tile, item in zip(to_uint8(batch.images), batch.items):
                     pager.add(tile, item)
+                    if paste is not None:
+                        paste.add(tile, item)
                 if progress:
                     progress(len(batch.items))
             pager.flush()
         finally:
             writer.close()
-        manifest = _manifest(generator, directions, plan, output, pager.records, batch_size=batch_size,
+        records = pager.records + (paste.records if paste is not None else [])
+        manifest = _manifest(generator, directions, plan, output, records, batch_size=batch_size,
                              directions_path=directions_path, out_dir=out_dir)
-        written = [record["file"] for record in pager.records]
+        written = [record["file"] for record in records]
         staging.commit(written, MANIFEST_NAME, json.dumps(manifest, indent=1),
                        stale=sorted(set(stale_before) - set(written)))
     except BaseException:
@@ -236,9 +252,10 @@ def _manifest(generator: GeneratorAdapter, directions: Directions, plan: EditPla
               out_dir: Path) -> dict[str, Any]:
     """The manifest: the plan's record and, derived from the same plan, the command that reproduces it."""
     command = None
-    if directions_path is not None:
+    plan_words = plan.command_words()  # None for rows no command line can name (latents never saved)
+    if directions_path is not None and plan_words is not None:
         words = (["latentdirs", "edit", str(Path(directions_path).resolve())] + generator_words(generator)
-                 + plan.command_words() + output.command_words()
+                 + plan_words + output.command_words()
                  + ["--batch-size", str(batch_size), "-o", str(out_dir.resolve())])
         command = shlex.join(words)
     return {
@@ -253,9 +270,10 @@ def _manifest(generator: GeneratorAdapter, directions: Directions, plan: EditPla
         **plan.describe(),
         "calibration": directions.meta.get("calibration"),
         "output": {"strips": output.strips, "animate": output.animate, "max_rows": output.max_rows,
-                   "batch_size": batch_size},
+                   "batch_size": batch_size, **({"paste_back": True} if output.paste_back else {})},
         "how_to_reproduce": ("z = the row's latent (generator.sample_seeds([seed], truncation=truncation) for "
-                             "seed rows) mapped to the directions' space; latentdirs.shift(z, directions, "
+                             "seed rows; Latents.load(rows.path).tensor[latent] for latents rows) mapped from "
+                             "the rows' space to the directions' space; latentdirs.shift(z, directions, "
                              "index=index, alpha=strength) on the recorded layers; "
                              "generator.synthesize(…, classes=class)"),
         "command": command,
@@ -276,7 +294,8 @@ def _listed_files(out_dir: Path) -> list[str]:
 
 def _warn_unlisted(out_dir: Path, written: set[str]) -> None:
     """Say which edit-output files remain that the new manifest does not list (an earlier run's, unlisted)."""
-    found = [p.relative_to(out_dir).as_posix() for p in [*out_dir.glob("*"), *out_dir.glob("strips/*")]]
+    found = [p.relative_to(out_dir).as_posix()
+             for p in [*out_dir.glob("*"), *out_dir.glob("strips/*"), *out_dir.glob("paste/*")]]
     stale = sorted(name for name in found if _OWN_FILE.fullmatch(name) and name not in written)
     if stale:
         shown = ", ".join(stale[:5]) + (f", … ({len(stale)} in all)" if len(stale) > 5 else "")

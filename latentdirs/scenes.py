@@ -29,23 +29,21 @@ Edges are anti-aliased from a signed distance: a pixel's object coverage is ``cl
 with ``d`` the signed distance of its centre to the outline in pixels (a one-pixel ramp), so every
 measurement on the images is a continuous function of the factors.
 
-Speed (measured on the shared 2-core CPU of this project, one torch thread): about 9 000 scenes per
-second in batches of 1 000 (see docs/testbed.md).
+Speed (measured on the shared 2-core CPU of this project, one torch thread, batches of 1 000): 12 700
+scenes per second at best, 5 600 when the machine was busy with other jobs (docs/testbed.md).
 
-Also here: :func:`load_factor_reader`, a small CNN trained on these scenes that reads the factors back
-from any 64 px image (for generated images, where no factor values are known).
+See also :func:`latentdirs.factor_reader.load_factor_reader`, a small CNN trained on these scenes that
+reads the factors back from any 64 px image (for generated images, where no factor values are known).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Mapping
 
 import torch
-from torch import nn
 
-from latentdirs.errors import InvalidValueError, WeightsMismatchError, check_count, invalid
+from latentdirs.errors import check_count, invalid
 
 RESOLUTION = 64
 SHAPES: tuple[str, ...] = ("square", "disc", "triangle", "heart")
@@ -111,7 +109,7 @@ def render_factors(factors: Mapping[str, torch.Tensor | float | int]) -> torch.T
         members = torch.nonzero(values["shape"] == index).flatten()
         if members.numel():
             coverage[members] = _coverage(index, {k: v[members] for k, v in values.items()}, pixels)
-    colour = _hsv_to_rgb(values["hue"])                                     # [N, 3]
+    colour = object_colour(values["hue"])                                   # [N, 3]
     background = values["background"][:, None, None, None]
     alpha = coverage[:, None]
     rgb = background + alpha * (colour[:, :, None, None] - background)
@@ -179,8 +177,9 @@ def _heart(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 _SIGNED_DISTANCE = (_square, _disc, _triangle, _heart)
 
 
-def _hsv_to_rgb(hue: torch.Tensor) -> torch.Tensor:
-    """``[N]`` hue in turns → ``[N, 3]`` RGB in [0, 1] at :data:`SATURATION` and :data:`VALUE`."""
+def object_colour(hue: torch.Tensor) -> torch.Tensor:
+    """The object's colour: ``[N]`` hue in turns → ``[N, 3]`` RGB in [0, 1] (HSV at :data:`SATURATION`,
+    :data:`VALUE`); the image shows it as ``2·rgb − 1``."""
     k = (torch.tensor([5.0, 3.0, 1.0])[None, :] + hue.remainder(1.0)[:, None] * 6).remainder(6)
     ramp = torch.minimum(torch.minimum(k, 4 - k), torch.ones_like(k)).clamp(min=0)
     return VALUE - VALUE * SATURATION * ramp

@@ -93,3 +93,13 @@ def test_option_values_read_as_json():
     assert parse_option("taps=[\"main.3\"]") == ("taps", ["main.3"])
     with pytest.raises(SpecError, match="KEY=VALUE"):
         parse_option("steps")
+
+
+def test_messages_echo_long_values_bounded_and_floats_as_written():
+    with pytest.raises(SpecError) as caught:
+        parse_index_spec(list(range(50_000)), param="layers", upper=10)
+    message = str(caught.value)
+    assert message.startswith("layers: got [0, 1, 2, ") and "… (50000 items)]; allowed: indices 0-9" in message
+    assert len(message) < 300
+    with pytest.raises(SpecError, match=r"^strength: got \(0\.2, 0\.1\); allowed"):
+        parse_strength_range((0.2, 0.1))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import along_layers
 from latentdirs.transforms import gaussian_blur
 
@@ -23,8 +24,9 @@ from latentdirs.transforms import gaussian_blur
 INERT_CHANGE = 1e-5
 
 
-def effect_profile(generator, vectors: torch.Tensor, *, seeds: int = 8, strength: float = 3.0, seed: int = 0,
-                   space: str = "z", layers: list[int] | None = None, class_id: int | None = None) -> list[dict[str, float]]:
+def effect_profile(generator: GeneratorAdapter, vectors: torch.Tensor, *, seeds: int = 8, strength: float = 3.0,
+                   seed: int = 0, space: str = "z", layers: list[int] | None = None,
+                   class_id: int | None = None) -> list[dict[str, float]]:
     """One ``{"change", "linearity", "area", "inert"}`` per row of ``vectors`` (``[K, D]``)."""
     alphas = torch.tensor([-strength, -strength / 2, strength / 2, strength])
     latents = generator.sample(seeds, seed=seed + 7919, space=space, classes=class_id)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentdirs.errors import invalid
+from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import along_layers
 
 
@@ -26,7 +27,7 @@ def random_basis(count: int, dim: int, seed: int) -> torch.Tensor:
     return (q * torch.sign(torch.diagonal(r))).T.contiguous()
 
 
-def _pair_differences(generator, vector_sets: Sequence[torch.Tensor], *, count: int,
+def _pair_differences(generator: GeneratorAdapter, vector_sets: Sequence[torch.Tensor], *, count: int,
                       strength: tuple[float, float], seed: int,
                       space: str, layers: list[int] | None, class_id: int | None,
                       batch: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -64,9 +65,9 @@ class _PairNet(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def variation_predictability(generator, vector_sets: Sequence[torch.Tensor], *, pairs: int = 2000, epochs: int = 4,
-                             strength: tuple[float, float] = (1.5, 3.0), seed: int = 0, space: str = "z",
-                             layers: list[int] | None = None,
+def variation_predictability(generator: GeneratorAdapter, vector_sets: Sequence[torch.Tensor], *, pairs: int = 2000,
+                             epochs: int = 4, strength: tuple[float, float] = (1.5, 3.0), seed: int = 0,
+                             space: str = "z", layers: list[int] | None = None,
                              class_id: int | None = None) -> list[dict[str, float]]:
     """VP of each set of directions ``[K, D]`` (all of the same K) on the same pairs' latents and labels.
 

@@ -40,8 +40,9 @@ import torch
 
 from latentdirs.atomic import atomic_path, check_writable_directory
 from latentdirs.directions import Directions, canonical_signs
-from latentdirs.errors import (InvalidValueError, NotSupportedError, UnknownNameError, check_count, check_positive,
-                               check_seed, describe_allowed, invalid)
+from latentdirs.errors import (NotSupportedError, UnknownNameError, check_count, check_positive, check_seed,
+                               describe_allowed, invalid)
+from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import along_layers
 from latentdirs.methods.orojar_penalty import check_penalty_choices, orojar_penalty, rademacher, squared_norms
 from latentdirs.methods.sefa import sefa_factorize
@@ -107,7 +108,7 @@ def _warm_start(generator, choice: str, axes: torch.Tensor, layers: list[int] | 
     return torch.randn(m, m, generator=init) * (2.0 / m) ** 0.5, "random"
 
 
-def orojar(generator, *, num_directions: int | None = None, steps: int = 400, batch_size: int = 16,
+def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, steps: int = 400, batch_size: int = 16,
            lr: float = 0.01, k: int = 2, epsilon: float = 0.1, mode: str = "finite", reduction: str = "mean",
            taps: Sequence[str] | str = ("output",), warm_start: str = "auto", subspace: str | Sequence[int] | None = None,
            layers: str | Sequence[int] | None = None, space: str | None = None, class_id: int | str | None = None,
@@ -267,26 +268,70 @@ def _save_checkpoint(path: str | Path, matrix: torch.Tensor, optimiser: torch.op
 
 def _load_checkpoint(path: str | Path | None, matrix: torch.Tensor, optimiser: torch.optim.Optimizer,
                      options: dict[str, Any], seed: int) -> tuple[int, list[float]]:
+    """Restore ``matrix`` and ``optimiser`` from an OroJaR checkpoint; returns (next step, penalty history).
+
+    The file is read through :func:`latentdirs.weights.load_torch_weights` (declared sizes checked,
+    tensors only) and every entry is checked — types, the matrix's shape, finite values, the Adam
+    state's shapes, the options and seed of this run — before anything is restored.
+    """
+    from latentdirs.weights import load_torch_weights
+
     if path is None:
         raise invalid("resume", True, "resume together with checkpoint=PATH", "Pass --opt checkpoint=FILE")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+    if not Path(path).is_file():
         raise invalid("checkpoint", str(path), "an existing checkpoint file to resume from",
-                      "Run without --resume first") from None
-    except Exception as error:
-        raise InvalidValueError(f"checkpoint: {str(path)!r} is not an OroJaR checkpoint ({error})") from None
+                      "Run without --resume first")
+    name = Path(path).name
+    fix = "Give the file this run's checkpoint= option wrote, or start again without --resume"
+    state = load_torch_weights(path, param="checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InvalidValueError(f"checkpoint: {str(path)!r} is not an OroJaR checkpoint")
+        found = f"format {state.get('format')!r}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise invalid("checkpoint", f"{name}: {found}", f"an OroJaR checkpoint ({CHECKPOINT_FORMAT})", fix)
+    kinds = {"matrix": torch.Tensor, "optimiser": dict, "options": str, "seed": int, "step": int, "history": torch.Tensor}
+    wrong = [key for key, kind in kinds.items() if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+    if wrong:
+        raise invalid("checkpoint", f"{name}: entries {', '.join(wrong)} missing or of another type",
+                      "format, matrix (tensor), optimiser (dict), options (JSON text), seed, step (integers), "
+                      "history (tensor)", fix)
+    saved_matrix, history, step = state["matrix"], state["history"], state["step"]
+    if (tuple(saved_matrix.shape) != tuple(matrix.shape) or not saved_matrix.dtype.is_floating_point
+            or not bool(torch.isfinite(saved_matrix).all()) or history.dim() != 1 or not 0 <= step <= 2**62):
+        raise invalid("checkpoint", f"{name}: matrix {tuple(saved_matrix.shape)} {saved_matrix.dtype}, history "
+                      f"{tuple(history.shape)}, step {step}",
+                      f"a finite floating-point matrix {tuple(matrix.shape)}, a 1-d history and a step ≥ 0", fix)
+    try:
+        saved = json.loads(state["options"])
+    except (ValueError, RecursionError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise invalid("checkpoint", f"{name}: options that are not a JSON object", "the options JSON this method writes",
+                      fix)
+    _check_adam_state(state["optimiser"], matrix, name, fix)
     # steps may grow (continue training) and num_directions only selects stored rows; all else must match
     free = {"steps", "num_directions"}
-    saved = {k: v for k, v in json.loads(state["options"]).items() if k not in free}
+    saved = {k: v for k, v in saved.items() if k not in free}
     current = {k: v for k, v in json.loads(json.dumps(options, sort_keys=True)).items() if k not in free}
     if saved != current or state["seed"] != seed:
         changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
         raise invalid("resume", str(path), "the same options and seed as the interrupted run",
                       f"These differ: {changed or ['seed']}")
     with torch.no_grad():
-        matrix.copy_(state["matrix"].to(matrix.device))
-    optimiser.load_state_dict(state["optimiser"])
-    return int(state["step"]), [float(v) for v in state["history"]]
+        matrix.copy_(saved_matrix.to(matrix.device, matrix.dtype))
+    try:
+        optimiser.load_state_dict(state["optimiser"])
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as error:
+        raise invalid("checkpoint", f"{name}: an optimiser state Adam cannot take ({type(error).__name__})",
+                      "the Adam state this method writes", fix) from None
+    return int(step), [float(v) for v in history.tolist()]
+
+
+def _check_adam_state(saved: dict[str, Any], matrix: torch.Tensor, name: str, fix: str) -> None:
+    """An Adam state for the one parameter ``matrix``: per-parameter tensors 0-d (step) or of its shape."""
+    groups, per_parameter = saved.get("param_groups"), saved.get("state")
+    entries = list(per_parameter.values()) if isinstance(per_parameter, dict) else None
+    if (not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict) or entries is None
+            or len(entries) > 1 or not all(isinstance(entry, dict) for entry in entries)
+            or any(isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(matrix.shape)
+                   for entry in entries for value in entry.values())):
+        raise invalid("checkpoint", f"{name}: an optimiser state of another layout",
+                      f"one Adam parameter group over a {tuple(matrix.shape)} matrix", fix)

@@ -32,10 +32,11 @@ from typing import Callable, Sequence
 
 import torch
 
+from latentdirs.atomic import check_writable_directory
 from latentdirs.calibration import KIND, fit_monotone
 from latentdirs.directions import Directions
-from latentdirs.atomic import check_writable_directory
 from latentdirs.errors import check_count, check_positive, check_seed, invalid
+from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.inversion import TrajectoryData, check_amounts, invert_trajectories
 from latentdirs.latents import clamp_to_ball
 from latentdirs.specs import parse_alphas
@@ -45,7 +46,8 @@ from latentdirs.transforms import get_transform
 TARGETS = ("measured", "requested")
 
 
-def regression(generator, *, transform: str = "shift-x", samples: int = 32, amounts: str | Sequence[float] | None = None,
+def regression(generator: GeneratorAdapter, *, transform: str = "shift-x", samples: int = 32,
+               amounts: str | Sequence[float] | None = None,
                iterations: int = 50, lr: float = 0.01, sigma: float | None = None, batch_size: int = 16,
                epochs: int = 100, class_id: int | str | None = None, target: str = "measured",
                recalibrate: int = 32, dataset: str | Path | None = None,
