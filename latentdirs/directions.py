@@ -26,7 +26,7 @@ from latentdirs.version import __version__
 from latentdirs.atomic import write_bytes_atomic
 from latentdirs.calibration import KIND as CALIBRATION_KIND
 from latentdirs.errors import (DirectionFileError, FingerprintMismatchError, InvalidValueError, LatentDirsError,
-                               OutOfRangeError, invalid)
+                               OutOfRangeError, describe_allowed, invalid)
 
 SCHEMA_NAME = "latentdirs.directions"
 SCHEMA_VERSION = 1
@@ -177,6 +177,12 @@ class Directions:
         if space.dim != self.latent_dim:
             raise invalid("directions", f"{self.latent_dim}-d directions in space {self.space!r}",
                           f"{space.dim}-d directions for {generator.spec!r}")
+        beyond = [layer for layer in self.layers or () if layer >= space.num_layers]
+        if beyond:  # an edit would index W+ slots (or blocks) the generator does not have
+            raise invalid("directions", f"layers {describe_allowed(beyond, 4)} of space {self.space!r}",
+                          f"layers 0-{space.num_layers - 1} ({generator.spec!r} has {space.num_layers} in "
+                          f"{self.space!r})", "The file was made for another generator, or its header was edited",
+                          cls=OutOfRangeError)
 
     # ------------------------------------------------------------------ file I/O
     def to_bytes(self) -> bytes:
@@ -250,7 +256,7 @@ def _parse_header(path: Path, raw: str | None) -> dict[str, Any]:
         raise DirectionFileError(f"directions: {str(path)!r} has schema {meta.get('schema') if isinstance(meta, dict) else meta!r}, "
                                  f"expected {SCHEMA_NAME!r}")
     version = meta.get("schema_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise DirectionFileError(f"directions: {str(path)!r} has schema_version {version!r}; allowed: 1")
     if version > SCHEMA_VERSION:
         raise DirectionFileError(
@@ -283,7 +289,8 @@ def _is_label_key(key: Any) -> bool:
 
 def _generator_ok(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and _is_text_or_null(value.get("spec"))
-                             and _is_text_or_null(value.get("fingerprint")))
+                             and _is_text_or_null(value.get("fingerprint"))
+                             and isinstance(value.get("options", {}), (dict, type(None))))
 
 
 def _method_ok(value: Any) -> bool:
@@ -316,7 +323,8 @@ def _labels_ok(value: Any) -> bool:
 HEADER_FIELDS: dict[str, tuple[Any, str]] = {
     "library_version": (lambda v: isinstance(v, str), "a version string"),
     "created": (_is_text_or_null, "an ISO-8601 time string or null"),
-    "generator": (_generator_ok, "null or an object whose 'spec' and 'fingerprint' are strings or null"),
+    "generator": (_generator_ok, "null or an object whose 'spec' and 'fingerprint' are strings or null and "
+                                 "whose 'options' is an object"),
     "space": (lambda v: isinstance(v, str) and bool(v), "a space name such as \"z\", \"w\" or \"w+\""),
     "latent_dim": (lambda v: _is_int(v, 1), "an integer ≥ 1"),
     "num_directions": (lambda v: _is_int(v, 1), "an integer ≥ 1"),

@@ -270,9 +270,7 @@ class Latents:
              strict: bool = True) -> "Latents":
         """Read and validate a latents file; with ``generator``, also check fingerprint, space, shape, classes."""
         path = Path(path)
-        data = _read_checked(path)
-        header_length = int.from_bytes(data[:8], "little")
-        meta = _parse_header(path, data[8:8 + header_length], size=len(data))
+        meta, data = _read_checked(path)
         from safetensors.torch import load
 
         try:
@@ -346,16 +344,18 @@ def _header_length(path: Path, head: bytes, size: int) -> int:
     return length
 
 
-def _read_checked(path: Path) -> bytes:
-    """The file's bytes, after its size and declared header size are checked (nothing else allocated yet)."""
+def _read_checked(path: Path) -> tuple[dict[str, Any], bytes]:
+    """``(validated header, the file's bytes)``: the size, the declared header size, the header and the
+    tensor's entry are all checked before the tensor's bytes are read."""
     size = _check_file(path)
     with open(path, "rb") as handle:
         head = handle.read(8)
-        _header_length(path, head, size)
-        data = head + handle.read(MAX_FILE_BYTES)
+        raw = handle.read(_header_length(path, head, size))
+        meta = _parse_header(path, raw, size=size)
+        data = head + raw + handle.read(size - 8 - len(raw) + 1)  # +1: a file that grew is caught
     if len(data) != size:
         raise LatentsFileError(f"latents: {str(path)!r} changed while being read; read it again")
-    return data
+    return meta, data
 
 
 def _not_safetensors(path: Path, error: Exception) -> LatentsFileError:

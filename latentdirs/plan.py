@@ -267,15 +267,16 @@ class EditPlan:
 
     @classmethod
     def build(cls, generator: GeneratorAdapter, directions: Directions, *, seeds: Sequence[int] | None = None,
-              rows: RowSource | None = None, indices: Sequence[int] | None = None,
+              rows: RowSource | Latents | None = None, indices: Sequence[int] | None = None,
               alphas: Sequence[float] | None = None, amounts: Sequence[float] | None = None,
               clamp_amounts: bool = False, classes: Sequence[int | str] | int | str | None = None,
               truncation: float | None = None, layers: Sequence[int] | None = None,
               allow_other_generator: bool = False) -> "EditPlan":
         """A validated plan from the keyword form users type (the API's and the CLI's common case).
 
-        Exactly one of ``seeds`` / ``rows`` and at most one of ``alphas`` / ``amounts`` (default: alphas
-        −3 … 3); ``indices`` default to the first five directions; ``classes`` are names or ids.
+        Exactly one of ``seeds`` / ``rows`` (a row source, or a :class:`~latentdirs.latent_file.Latents`,
+        taken as :class:`LatentRows`) and at most one of ``alphas`` / ``amounts`` (default: alphas −3 … 3);
+        ``indices`` default to the first five directions; ``classes`` are names or ids.
         With :class:`LatentRows` rows: no ``classes`` means each row's recorded class (when the file
         records them), and no ``truncation`` means the one the latents were inverted with.
         """
@@ -283,6 +284,8 @@ class EditPlan:
             raise invalid("seeds/rows", "both" if seeds is not None else "neither", "exactly one of seeds and rows")
         if alphas is not None and amounts is not None:
             raise invalid("alphas/amounts", "both", "exactly one of alphas and amounts", "Give one of them")
+        if isinstance(rows, Latents):  # a Latents object is a row source as it is
+            rows = LatentRows(rows)
         source = rows if rows is not None else SeedRows(tuple(int(s) for s in seeds))  # type: ignore[union-attr]
         calibrated = amounts is not None
         strengths = Strengths(tuple(float(v) for v in (amounts if calibrated else alphas or DEFAULT_ALPHAS)),

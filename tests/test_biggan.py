@@ -154,3 +154,35 @@ def test_cli_discover_and_edit_with_classes_and_truncation(biggan_dir, tmp_path,
     assert manifest["directions"]["space"] == "blocks" and manifest["directions"]["layers"] == [1, 2]
     assert [(r["class"], r["seed"]) for r in manifest["images"][0]["rows"]] == [(3, 0), (3, 1), (7, 0), (7, 1)]
     assert (tmp_path / "e" / "strips" / "d000_seed1_c7.png").is_file()
+
+
+@pytest.mark.parametrize("config", ["tiny", 128, 256, 512, "attention-first"])
+def test_parameter_count_matches_the_package_model(config):
+    """The size check before any allocation counts exactly what the package's BigGAN would hold."""
+    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
+    from latentdirs.generators.biggan import parameter_count
+    from tests.biggan_tiny import released_config
+
+    values = {"tiny": TINY, "attention-first": dict(TINY, attention_layer_position=0)}.get(config)
+    values = values or released_config(config)
+    with torch.device("meta"):  # shapes only: the released models would take 200 MB each
+        model = BigGAN(BigGANConfig(**values))
+    assert parameter_count(BigGANConfig(**values)) == sum(v.numel() for v in model.state_dict().values())
+
+
+def test_config_describing_more_than_the_weights_hold_is_refused_unread(biggan_dir, tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    config = json.loads((biggan_dir / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, channel_width=64)))
+    (folder / "pytorch_model.bin").write_bytes(b"\0")  # never read: the size check comes first
+    with pytest.raises(WeightsMismatchError, match=r"describes \d+ parameters \(at least \d+ bytes\), but "
+                                                   r"pytorch_model.bin has 1 bytes"):
+        latentdirs.load_generator(f"biggan:{folder}", device="cpu")
+    (folder / "config.json").write_text(json.dumps(dict(config, channel_width=2048)))
+    with pytest.raises(WeightsMismatchError, match="parameters'; allowed: at most 2147483648"):
+        latentdirs.load_generator(f"biggan:{folder}", device="cpu")
+    (folder / "config.json").write_text(json.dumps(dict(config, layers=[[True, 1, 1]] * 2)))
+    with pytest.raises(WeightsMismatchError, match=r"output_dim = 32 with layers that render 16 px"):
+        latentdirs.load_generator(f"biggan:{folder}", device="cpu")

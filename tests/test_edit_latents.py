@@ -88,7 +88,7 @@ def test_traverse_of_latent_rows_is_byte_identical_to_seeds(faces, photos):
     _, latents = photos
     directions = latentdirs.Directions.load(FACES_SEFA, generator=faces)
     options = {"indices": [1, 4], "alphas": [-3.0, 1.5]}
-    ours = torch.cat([b.images for b in latentdirs.traverse(faces, directions, rows=LatentRows(latents), **options)])
+    ours = torch.cat([b.images for b in latentdirs.traverse(faces, directions, rows=latents, **options)])  # as is
     theirs = torch.cat([b.images for b in latentdirs.traverse(faces, directions, seeds=[0, 1, 2], **options)])
     assert torch.equal(ours, theirs)
 

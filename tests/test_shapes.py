@@ -89,3 +89,15 @@ def test_a_resumed_run_continues_the_same_run_and_exports_a_loadable_file(tmp_pa
     train_dcgan.main(["--out", str(tmp_path / "straight"), "--export-only", "--export", str(exported), *TINY])
     adapter = ShapesDCGANAdapter(spec="shapes-dcgan", state=_read_state(exported), device="cpu")
     assert adapter.z_dim == 8 and adapter.synthesize(adapter.sample(2, seed=0)).shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("name, file", [("shapes-dcgan", "shapes-dcgan.safetensors"),
+                                        ("shapes-factor-reader", "shapes-factor-reader.safetensors")])
+def test_the_catalogue_checksum_matches_the_shipped_file(name, file):
+    from latentdirs.catalogue import catalogue
+    from latentdirs.weights import sha256_of
+
+    item = catalogue().get(name)
+    if item is None:
+        pytest.skip(f"checkpoints/catalogue.json does not list {name} yet")
+    assert item.file == file and sha256_of(checkpoints_dir() / file) == item.sha256

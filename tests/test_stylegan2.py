@@ -170,6 +170,35 @@ def test_matches_straightforward_reference(case, tmp_path):
         assert expected.abs().max() <= config.conv_clamp + 1e-9 and images.abs().max() <= config.conv_clamp + 1e-6
 
 
+@pytest.mark.parametrize("changes", [{}, {"architecture": "resnet", "c_dim": 4, "conv_clamp": 0.5,
+                                        "mapping_features": 20, "use_noise": False},
+                                     {"mapping_layers": 1, "c_dim": 3, "embed_features": 8, "img_channels": 1}])
+def test_parameter_count_matches_the_network(changes):
+    """The implied-size check counts exactly what StyleGAN2Generator(config) holds, without building it."""
+    from latentdirs.generators.stylegan2.network import StyleGAN2Generator, parameter_count
+
+    config = tiny_config(**changes)
+    assert parameter_count(config) == sum(v.numel() for v in StyleGAN2Generator(config).state_dict().values())
+
+
+def test_shapes_implying_a_far_larger_network_are_refused_before_building_it(tmp_path, network):
+    state = rosinality_state(network)
+    state["conv1.conv.weight"] = torch.zeros(1, 4096, 1, 3, 3)  # implies a [4096, 4096, 3, 3] convolution
+    torch.save({"g_ema": state, "latent_avg": network.mapping.w_avg}, tmp_path / "wide.pt")
+    with pytest.raises(WeightsMismatchError, match=r"tensor shapes describing a network of \d+ values, with \d+ "
+                                                   r"stored'; allowed: a file holding every weight"):
+        latentdirs.load_generator(f"stylegan2:{tmp_path / 'wide.pt'}", device="cpu")
+
+
+def test_tensorflow_pickle_with_a_block_cut_short_is_refused(tmp_path, network):
+    path = write_tensorflow_pickle(network, tmp_path / "tf.pkl")
+    data = path.read_bytes().replace(b"16x16/Conv1/weight", b"16x16/Conv1/wEIGHT")  # the block's conv vanishes
+    (tmp_path / "cut.pkl").write_bytes(data)
+    with pytest.raises(WeightsMismatchError, match=r"synthesis variables 16x16/Conv0_up/bias, .* \(32 in all\) that no "
+                                                   r"layer of the network read"):
+        latentdirs.load_generator(f"stylegan2:{tmp_path / 'cut.pkl'}", device="cpu")
+
+
 def test_fir_upsampling_matches_definition():
     x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
     expected = torch.from_numpy(_naive_upfirdn(x.double().numpy(), 2, (2, 1), 4.0))

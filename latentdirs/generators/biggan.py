@@ -259,17 +259,36 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _skeleton(config: Any) -> nn.Module:
-    """The model ``config`` describes, on the meta device: its state dict's keys and shapes, no memory."""
-    from pytorch_pretrained_biggan import BigGAN
+def parameter_count(config: Any) -> int:
+    """Elements of ``BigGAN(config).state_dict()``, computed from the config — nothing is built.
 
-    with torch.device("meta"):
-        return BigGAN(config)
+    It mirrors pytorch_pretrained_biggan's classes (tests compare it with the real state dict for the
+    tiny and the three released configurations): a spectral-norm layer stores ``weight_orig`` plus its
+    vectors ``weight_u`` ``[out]`` and ``weight_v`` ``[in·k·k]``; a conditional batch norm stores
+    ``n_stats`` means and variances and two spectral-norm linears from the conditioning vector.
+    """
+    def spectral(outputs: int, inputs: int, bias: bool = True) -> int:
+        return outputs * inputs + outputs + inputs + (outputs if bias else 0)
+
+    ch, condition, n_stats = config.channel_width, 2 * config.z_dim, config.n_stats
+
+    def batch_norm(features: int) -> int:
+        return 2 * n_stats * features + 2 * spectral(features, condition, bias=False)
+
+    total = config.num_classes * config.z_dim + spectral(4 * 4 * 16 * ch, condition)  # embeddings, gen_z
+    for index, (_, in_multiplier, out_multiplier) in enumerate(config.layers):
+        inputs, outputs = ch * in_multiplier, ch * out_multiplier
+        if index == config.attention_layer_position:
+            total += 2 * spectral(inputs // 8, inputs, bias=False) + spectral(inputs // 2, inputs, bias=False)
+            total += spectral(inputs, inputs // 2, bias=False) + 1  # o_conv, gamma
+        middle = inputs // 4
+        total += batch_norm(inputs) + 3 * batch_norm(middle)
+        total += spectral(middle, inputs) + 2 * spectral(middle, middle * 9) + spectral(outputs, middle)
+    return total + 2 * n_stats * ch + 2 * ch + spectral(ch, ch * 9)  # final batch norm, conv_to_rgb
 
 
-def _check_size(config_path: Path, weights_path: Path, expected: dict[str, torch.Tensor]) -> None:
+def _check_size(config_path: Path, weights_path: Path, parameters: int) -> None:
     """Refuse a config whose model the weights file cannot hold (before the model or the weights are read)."""
-    parameters = sum(value.numel() for value in expected.values())
     available = weights_path.stat().st_size
     fix = "Use the config.json that came with these weights"
     if parameters > MAX_PARAMETERS:
@@ -282,17 +301,17 @@ def _check_size(config_path: Path, weights_path: Path, expected: dict[str, torch
 
 
 def _build_model(config_path: Path, weights_path: Path) -> nn.Module:
-    """config.json validated, model size checked against the weights file, weights checked key by key and
-    shape by shape against a meta-device model — and only then the model allocated and loaded."""
+    """config.json validated, the model size it implies checked against the weights file, the weights
+    scanned and loaded, the model allocated, and the weights checked key by key and shape by shape."""
     from pytorch_pretrained_biggan import BigGAN
 
     config = read_config(config_path)
-    expected = _skeleton(config).state_dict()
-    _check_size(config_path, weights_path, expected)
-    state = check_state_dict(load_torch_weights(weights_path, param="generator"), expected, param="generator",
-                             source=_where(weights_path), what=f"the architecture in {config_path.name}",
+    _check_size(config_path, weights_path, parameter_count(config))
+    loaded = load_torch_weights(weights_path, param="generator")
+    model = BigGAN(config)  # at most twice the weights file's size, checked above
+    state = check_state_dict(loaded, model.state_dict(), param="generator", source=_where(weights_path),
+                             what=f"the architecture in {config_path.name}",
                              fix=f"Use the {CONFIG_NAME} that came with these weights")
-    model = BigGAN(config)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -36,6 +36,28 @@ SAFETY_NET = 3 << 30
 SECONDS = 10.0
 
 
+#: every bomb of the catalogue (build_bombs writes exactly these, in this order)
+BOMB_IDS = [
+    "stylegan2-pkl:stride0-40GB", "stylegan2-pkl:stride0-4GB-under-cap", "stylegan2-pkl:expanded-2d-10GB",
+    "stylegan2-pkl:overlapping-strides-10GB", "stylegan2-pkl:view-past-storage", "stylegan2-pkl:offset-past-storage",
+    "stylegan2-pkl:inner-storage-declares-8GB", "stylegan2-pkl:numpy-reconstruct-10GB",
+    "stylegan2-pkl:numpy-ndarray-called-10GB", "stylegan2-pkl:numpy-state-declares-4GB",
+    "stylegan2-pkl:many-views-of-one-storage", "stylegan2-pkl:module-cycle-4MB-x1000",
+    "stylegan2-pkl:one-tensor-5000-names", "rosinality:shapes-imply-90GB-network", "rosinality-pt:stride0-4GB",
+    "rosinality-pt:stride0-4GB-legacy", "rosinality-pt:storage-declares-4GB", "rosinality-pt:storage-declares-8GB-legacy",
+    "rosinality-pt:deflated-record-100MB", "rosinality-pt:legacy-tar", "biggan:config-19GiB-1-byte-weights",
+    "biggan:config-2GB-1-byte-weights", "biggan:config-10MB-of-padding", "biggan:config-nested-30000-deep",
+    "biggan:config-3000-layers", "biggan:config-60000-digit-number", "biggan:weights-stride0-4GB",
+    "directions:header-nested-1000000-deep", "directions:header-layers-1000000", "directions:header-labels-100000",
+    "directions:safetensors-header-length-2^62", "directions:safetensors-tensor-declares-4TB",
+    "trajectories:tensor-declares-4TB", "import:npy-declares-4TB", "import:npy-declares-over-cap",
+    "import:npz-deflated-100MB", "import:npz-member-declares-4GB", "argument:--seeds 0-99999999999",
+    "argument:--seeds 0-30000000", "argument:--layers 0-3000000", "argument:--layers 0-30000000",
+    "argument:--alphas 0:1:100000000", "argument:--alphas 100000000 commas", "argument:--indices 0-30000000",
+    "argument:--opt nested 100000 deep", "argument:--pairs 10^12",
+]
+
+
 def _case(cases: list[dict], name: str, kind: str, target: Any, size: int | None = None, **extra: Any) -> None:
     cases.append({"id": name, "kind": kind, "target": str(target) if isinstance(target, Path) else target,
                   "size": size if size is not None else _size(target), **extra})
@@ -98,14 +120,16 @@ def build_bombs(folder: Path, direction_file: Path, real: dict[str, Path]) -> li
     tiny_config_json = (real["biggan"] / "config.json").read_text()
     base = json.loads(tiny_config_json)
     configs = {
-        # 229 bytes of JSON, 8.9 G parameters (33 GiB) — and a 1-byte weights file
-        "config-33GiB-1-byte-weights": ({"channel_width": 1600}, b"\0"),
-        "config-3GB-1-byte-weights": ({"channel_width": 512}, b"\0"),
+        # a few hundred bytes of JSON, 5 G parameters (19 GiB) — and a 1-byte weights file
+        "config-19GiB-1-byte-weights": ({**base, "channel_width": 1600, "output_dim": 128,
+                                         "layers": [[up, 16, 16] for up in (True,) * 5]}, b"\0"),
+        "config-2GB-1-byte-weights": ({**base, "channel_width": 256}, b"\0"),
         "config-10MB-of-padding": (" " * 10_000_000 + tiny_config_json, b"\0"),
-        "config-nested-60000-deep": ("[" * 60_000 + "]" * 60_000, b"\0"),
-        "config-5000-layers": ({**base, "layers": [[False, 1, 1]] * 5000}, b"\0"),
-        "config-100000-digit-number": ('{"channel_width": ' + "9" * 60_000 + "}", b"\0"),
-        "weights-stride0-4GB": (tiny_config_json, F.torch_declaring((10**9,), (0,))),
+        "config-nested-30000-deep": ("[" * 30_000 + "]" * 30_000, b"\0"),
+        "config-3000-layers": ({**base, "layers": [[False, 1, 1]] * 3000}, b"\0"),
+        "config-60000-digit-number": ('{"channel_width": ' + "9" * 60_000 + "}", b"\0"),
+        "weights-stride0-4GB": (tiny_config_json, F.rewrite_zip(F.torch_declaring((10**9,), (0,)),
+                                                                extra={"archive/padding": bytes(300_000)})),
     }
     for name, (config, weights) in configs.items():
         _case(cases, f"biggan:{name}", "biggan", F.biggan_dir(folder / f"biggan-{name}", config, weights))
@@ -145,10 +169,11 @@ def build_bombs(folder: Path, direction_file: Path, real: dict[str, Path]) -> li
         "--indices 0-30000000": ["edit", spec, "-g", "synthetic", "--indices", "0-30000000", "-o", str(folder / "o7")],
         "--opt nested 100000 deep": ["discover", "synthetic", "--opt", "steps=" + "[" * 100_000, "-o",
                                      str(folder / "o8.safetensors")],
-        "--pairs 10^12": ["evaluate", spec, "-g", "synthetic", "--pairs", str(10**12), "-o", str(folder / "o9")],
+        "--pairs 10^12": ["evaluate", spec, "-g", "synthetic", "--pairs", str(10**12), "--report", str(folder / "o9")],
     }
     for name, args in arguments.items():
         _case(cases, f"argument:{name}", "cli", args, size=sum(len(a) for a in args))
+    assert [case["id"] for case in cases] == BOMB_IDS, "BOMB_IDS and build_bombs disagree"
     return cases
 
 
@@ -287,8 +312,10 @@ def _address_space() -> int:
 
 def main(cases_path: str, results_path: str) -> None:
     torch.set_num_threads(1)  # forked children must not inherit a busy thread pool
+    import pytorch_pretrained_biggan  # noqa: F401 — imported before forking, so no child pays (or counts) it
+
     import latentdirs
-    from latentdirs.cli.main import cli  # noqa: F401 — imported before forking, like everything else
+    from latentdirs.cli.main import cli  # noqa: F401
 
     synthetic = latentdirs.load_generator("synthetic", device="cpu")
     cases = json.loads(Path(cases_path).read_text())

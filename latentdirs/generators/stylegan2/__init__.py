@@ -22,7 +22,8 @@ import torch
 from latentdirs.errors import NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
-from latentdirs.generators.stylegan2.network import NOISE_MODES, StyleGAN2Config, StyleGAN2Generator
+from latentdirs.generators.stylegan2.network import (NOISE_MODES, StyleGAN2Config, StyleGAN2Generator,
+                                                   parameter_count)
 from latentdirs.weights import check_state_dict
 
 
@@ -43,10 +44,11 @@ class StyleGAN2Adapter(GeneratorAdapter):
         if config.img_channels not in (1, 3):
             raise NotSupportedError(f"generator: {spec} renders {config.img_channels}-channel images; "
                                     "supported: RGB (3) and grayscale (1, shown as RGB)")
-        state = check_state_dict(state, _skeleton(config, spec).state_dict(), param="generator", source=spec,
+        _check_implied_size(config, state, spec)
+        network = StyleGAN2Generator(config)  # at most twice what the file stores, checked just above
+        state = check_state_dict(state, network.state_dict(), param="generator", source=spec,
                                  what="the StyleGAN2 generator its tensor shapes describe",
                                  fix="The file is damaged or was edited; use the original network file")
-        network = StyleGAN2Generator(config)  # allocated only now: its size is the checked state's
         network.load_state_dict(state, strict=True)
         self.config = config
         self.source_format = source_format
@@ -113,6 +115,23 @@ class StyleGAN2Adapter(GeneratorAdapter):
         images = self.network.synthesis(ws, noise_mode=self.noise_mode)
         return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # grayscale nets → RGB
 
+    # ------------------------------------------------------------------ inversion support
+    def noise_resolutions(self) -> list[int]:
+        """Side ``R`` of each synthesis conv's noise map, in order; ``[]`` for nets without noise inputs."""
+        if not self.config.use_noise:
+            return []
+        return [layer.resolution for layer in self.network.synthesis.conv_layers()]
+
+    def synthesize_with_noise(self, latents: torch.Tensor, *, space: str, noise: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Render ``w [N, D]`` or ``w+ [N, L, D]`` with explicit noise maps ``[N, 1, R, R]`` (one per
+        :meth:`noise_resolutions` entry) instead of the noise mode's; differentiable in both (inversion)."""
+        if space not in ("w", "w+"):
+            raise invalid("space", space, "w or w+ (explicit noise maps render synthesis-space latents)")
+        ws = latents.unsqueeze(1).repeat(1, self.config.num_ws, 1) if space == "w" else latents
+        images = self.network.synthesis(ws.to(self.device, torch.float32), noise_mode=self.noise_mode,
+                                        noise=list(noise))
+        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
     # ------------------------------------------------------------------ SeFa
     @property
     def projection_layers(self) -> tuple[str, ...]:
@@ -126,15 +145,16 @@ class StyleGAN2Adapter(GeneratorAdapter):
         return [style_layers[i].affine.weight.detach().T.float().cpu().contiguous() for i in chosen]
 
 
-def _skeleton(config: StyleGAN2Config, spec: str) -> StyleGAN2Generator:
-    """The network ``config`` describes, on the meta device: its state dict's keys and shapes, no memory."""
-    try:
-        with torch.device("meta"):
-            return StyleGAN2Generator(config)
-    except (RuntimeError, ValueError, TypeError, OverflowError) as error:
-        raise invalid("generator", f"{spec}: tensor shapes describing {config}", "the shapes of a StyleGAN2 generator",
-                      f"The file is damaged or not a StyleGAN2 generator ({type(error).__name__})",
-                      cls=WeightsMismatchError) from None
+def _check_implied_size(config: StyleGAN2Config, state: dict[str, Any], spec: str) -> None:
+    """Refuse shapes that describe a network much larger than the weights stored: conv1 ``[C, 1, 3, 3]``
+    costs 36·C bytes in a file and implies ``[C, C, 3, 3]`` (C = 50 000: 90 GB) once the network is built."""
+    implied = parameter_count(config)
+    stored = sum(value.numel() for value in state.values() if isinstance(value, torch.Tensor))
+    if implied > 2 * stored:
+        raise invalid("generator", f"{spec}: tensor shapes describing a network of {implied} values, with "
+                      f"{stored} stored", "a file holding every weight of the network its shapes describe",
+                      "The file is damaged or crafted; nothing was allocated for the network",
+                      cls=WeightsMismatchError)
 
 
 def load_stylegan2(argument: str | None, *, device: str | torch.device = "auto", noise_mode: str = "const",

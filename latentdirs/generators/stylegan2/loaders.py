@@ -25,7 +25,7 @@ import torch
 from latentdirs.errors import LatentDirsError, MissingWeightsError, NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.stylegan2.network import StyleGAN2Config
 from latentdirs.generators.stylegan2.unpickle import MalformedPickle, PersistentRecord, TFNetworkRecord, restricted_load
-from latentdirs.weights import is_legacy_torch, library_reason, load_torch_weights
+from latentdirs.weights import describe_names, is_legacy_torch, library_reason, load_torch_weights
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -44,13 +44,13 @@ def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.
     if data[:4] == _ZIP_MAGIC or is_legacy_torch(data):
         del data  # load_torch_weights reads the file itself
         checkpoint = load_torch_weights(path, param="generator", extra_globals=[argparse.Namespace])
-        return _converted(path, "rosinality checkpoint", _from_rosinality, checkpoint)
+        return _converted(path, "a rosinality checkpoint", _from_rosinality, checkpoint)
     loaded = restricted_load(data, name=path.name)
     del data
     if isinstance(loaded, dict) and isinstance(loaded.get("G_ema"), PersistentRecord):
-        return _converted(path, "NVlabs network pickle", _from_nvlabs, loaded["G_ema"])
+        return _converted(path, "an NVlabs network pickle", _from_nvlabs, loaded["G_ema"])
     if isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[2], TFNetworkRecord):
-        return _converted(path, "TensorFlow network pickle", _from_tensorflow, loaded[2])
+        return _converted(path, "a TensorFlow network pickle", _from_tensorflow, loaded[2])
     raise WeightsMismatchError(f"generator: {str(path)!r} is a pickle, but neither an NVlabs network pickle "
                                "(a dict with G_ema) nor a TensorFlow one (G, D, Gs)")
 
@@ -60,7 +60,7 @@ _Converted = tuple[StyleGAN2Config, dict[str, torch.Tensor], str]
 
 def _converted(path: Path, kind: str, convert: Callable[[Any], _Converted], value: Any) -> _Converted:
     """``convert(value)``, with every layout error of a hostile or damaged file as one line naming it."""
-    allowed = f"a {kind} with StyleGAN2's layout"
+    allowed = f"{kind} with StyleGAN2's layout"
     fix = "Nothing from the file was run; the file is damaged or not a StyleGAN2 generator"
     try:
         return convert(value)
@@ -69,10 +69,10 @@ def _converted(path: Path, kind: str, convert: Callable[[Any], _Converted], valu
     except MalformedPickle as error:
         raise invalid("generator", f"{path.name}: {error}", allowed, fix, cls=WeightsMismatchError) from None
     except KeyError as error:
-        raise invalid("generator", f"{path.name}: a {kind} without the entry {error}", allowed, fix,
+        raise invalid("generator", f"{path.name}: {kind} without the entry {error}", allowed, fix,
                       cls=WeightsMismatchError) from None
     except (IndexError, TypeError, ValueError, AttributeError, RuntimeError, RecursionError, OverflowError) as error:
-        raise invalid("generator", f"{path.name}: a {kind} whose layout is unexpected ({library_reason(error)})",
+        raise invalid("generator", f"{path.name}: {kind} whose layout is unexpected ({library_reason(error)})",
                       allowed, fix, cls=WeightsMismatchError) from None
 
 
@@ -177,7 +177,7 @@ def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, co
                         mapping_lr: float) -> StyleGAN2Config:
     try:
         mapping_layers = len({int(m.group(1)) for k in state if (m := re.match(r"mapping\.fc(\d+)\.weight$", k))})
-        w_dim = state[f"mapping.fc{mapping_layers - 1}.weight"].shape[0]
+        w_dim = state[f"mapping.fc{max(mapping_layers - 1, 0)}.weight"].shape[0]
         hidden = state["mapping.fc0.weight"].shape[0] if mapping_layers > 1 else w_dim
         first_in = state["mapping.fc0.weight"].shape[1]
         c_dim = state["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in state else 0
@@ -186,10 +186,13 @@ def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, co
         channels = {r: state[f"synthesis.b{r}.conv1.weight"].shape[0] for r in resolutions}
         img_resolution = resolutions[-1]
         img_channels = state[f"synthesis.b{img_resolution}.torgb.weight"].shape[0]
-    except (KeyError, IndexError) as error:
-        raise WeightsMismatchError(f"generator: the weights lack StyleGAN2 parameter {error}") from None
+    except KeyError as error:
+        raise MalformedPickle(f"weights without the StyleGAN2 parameter {error}") from None
+    except IndexError:
+        raise MalformedPickle("StyleGAN2 parameters of too few dimensions (or no synthesis blocks)") from None
     if resolutions != [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]:
-        raise WeightsMismatchError(f"generator: synthesis blocks {resolutions} are not 4, 8, …, a power of two")
+        raise MalformedPickle(f"synthesis blocks {describe_names([str(r) for r in resolutions])}, not 4, 8, … up "
+                              "to a power of two")
     if architecture not in ("skip", "resnet"):
         raise NotSupportedError(f"generator: architecture {architecture!r}; supported: skip, resnet")
     for label, value in (("conv_clamp", conv_clamp), ("mapping learning-rate multiplier", mapping_lr)):
@@ -309,6 +312,22 @@ def _tf_kwargs(gs: TFNetworkRecord, synthesis: TFNetworkRecord) -> dict[str, Any
     return kwargs
 
 
+#: synthesis variables that hold no weights (the progressive-growing level of detail)
+_TF_IGNORED = {"lod"}
+
+
+class _ReadTracking(dict):
+    """A dict that remembers which keys were read with ``[]`` (membership tests do not count)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: set[Any] = set()
+
+    def __getitem__(self, key: Any) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
 def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
     components = _mapping(gs.state.get("components"), "Gs components")
     mapping, synthesis = components.get("mapping"), components.get("synthesis")
@@ -318,7 +337,8 @@ def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, to
         raise NotSupportedError(f"generator: TensorFlow network pickle version {gs.state.get('version')!r}; "
                                 "StyleGAN2 pickles (version 4 or later) are supported, StyleGAN1 ones are not")
     kwargs = _tf_kwargs(gs, synthesis)
-    own, mvars, svars = _tf_variables(gs), _tf_variables(mapping), _tf_variables(synthesis)
+    own, mvars = _tf_variables(gs), _tf_variables(mapping)
+    svars = _ReadTracking(_tf_variables(synthesis))
     if any(name.startswith("LabelConcat") for name in mvars):
         raise NotSupportedError("generator: conditional pickles of the original TensorFlow StyleGAN2 (LabelConcat) "
                                 "are not supported (NVlabs' legacy.py cannot convert them either); conditional "
@@ -367,6 +387,10 @@ def _from_tensorflow(gs: TFNetworkRecord) -> tuple[StyleGAN2Config, dict[str, to
             state[f"synthesis.b{resolution}.skip.weight"] = conv_weight(svars[f"{resolution}x{resolution}/Skip/weight"],
                                                                         flip=True)
         resolution *= 2
+    unused = sorted(set(svars) - svars.read - _TF_IGNORED)
+    if unused:  # a block whose Conv1 is missing would otherwise end the network early, silently
+        raise MalformedPickle(f"synthesis variables {describe_names(unused, 3)} that no layer of the network "
+                              "read (a missing variable cut the network short?)")
     clamp = kwargs.get("conv_clamp")
     config = _config_from_shapes(state, architecture=str(kwargs.get("architecture") or "skip"),
                                  conv_clamp=None if clamp is None else float(clamp),

@@ -52,6 +52,40 @@ class StyleGAN2Config:
         return 2 * int(math.log2(self.img_resolution)) - 2
 
 
+def parameter_count(config: StyleGAN2Config) -> int:
+    """Elements of ``StyleGAN2Generator(config).state_dict()``, computed from ``config`` — nothing is built.
+
+    Loaders compare it with what a file really stores before building the network: a few stored bytes
+    can describe, through their shapes alone, a network of gigabytes. It mirrors the classes below
+    (tests compare it with the real state dict on several configurations).
+    """
+    def dense(inputs: int, outputs: int) -> int:
+        return inputs * outputs + outputs
+
+    def layer(inputs: int, outputs: int, resolution: int) -> int:  # affine, 3×3 weight, bias, noise
+        return dense(config.w_dim, inputs) + outputs * inputs * 9 + outputs + (
+            1 + resolution * resolution if config.use_noise else 0)
+
+    embed = config.embed_features or config.w_dim
+    hidden = config.mapping_features or config.w_dim
+    widths = ([config.z_dim + (embed if config.c_dim else 0)] + [hidden] * (config.mapping_layers - 1)
+              + [config.w_dim])
+    total = (dense(config.c_dim, embed) if config.c_dim else 0) + config.w_dim  # embedding, w_avg
+    total += sum(dense(widths[i], widths[i + 1]) for i in range(config.mapping_layers))
+    for resolution in config.resolutions:
+        outputs = config.channels[resolution]
+        if resolution == 4:
+            total += outputs * 16
+        else:
+            inputs = config.channels[resolution // 2]
+            total += layer(inputs, outputs, resolution)
+            total += inputs * outputs if config.architecture == "resnet" else 0
+        total += layer(outputs, outputs, resolution)
+        if resolution == config.img_resolution or config.architecture == "skip":
+            total += dense(config.w_dim, outputs) + config.img_channels * outputs + config.img_channels
+    return total
+
+
 def _fir_kernel(channels: int, gain: float, device=None) -> torch.Tensor:
     taps = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device)
     kernel = torch.outer(taps, taps)
@@ -182,9 +216,14 @@ class SynthesisLayer(nn.Module):
         self.conv_clamp = conv_clamp
         self.resolution = resolution
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str, gain: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str, gain: float = 1.0,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise`` ``[N, 1, R, R]`` (or ``[R, R]``), when given, replaces the ``noise_mode`` noise (inversion
+        optimises it); ignored by layers without noise inputs."""
         x = modulated_conv(x, self.weight, self.affine(w), demodulate=True, up=self.up)
-        if self.use_noise and noise_mode == "const":
+        if self.use_noise and noise is not None:
+            x = x + noise * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
         elif self.use_noise and noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
@@ -250,18 +289,20 @@ class SynthesisBlock(nn.Module):
         return 1 if self.first else 2
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise_mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``ws [N, num_conv + has_torgb, w_dim]``."""
+                noise_mode: str, noise: list[torch.Tensor | None] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``ws [N, num_conv + has_torgb, w_dim]``; ``noise``: one map (or None) per conv, in order."""
+        first, second = (None, None) if noise is None else ((None, noise[0]) if self.first else tuple(noise))
         if self.first:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 0], noise_mode, noise=second)
         elif self.architecture == "resnet":
             shortcut = self.skip(x)
-            x = self.conv0(x, ws[:, 0], noise_mode)
-            x = shortcut + self.conv1(x, ws[:, 1], noise_mode, gain=math.sqrt(0.5))
+            x = self.conv0(x, ws[:, 0], noise_mode, noise=first)
+            x = shortcut + self.conv1(x, ws[:, 1], noise_mode, gain=math.sqrt(0.5), noise=second)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode)
-            x = self.conv1(x, ws[:, 1], noise_mode)
+            x = self.conv0(x, ws[:, 0], noise_mode, noise=first)
+            x = self.conv1(x, ws[:, 1], noise_mode, noise=second)
         if img is not None:
             img = upsample2d(img)
         if self.has_torgb:
@@ -280,13 +321,26 @@ class SynthesisNetwork(nn.Module):
     def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{r}") for r in self.config.resolutions]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const",
+                noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``noise``: explicit maps ``[N, 1, R, R]``, one per :meth:`conv_layers` entry, replacing
+        ``noise_mode``'s (inversion optimises them; maps of layers without noise inputs are ignored)."""
         x = img = None
-        index = 0
+        index = layer = 0
         for block in self.blocks():
-            x, img = block(x, img, ws[:, index:index + block.num_conv + int(block.has_torgb)], noise_mode)
+            maps = list(noise[layer:layer + block.num_conv]) if noise else None  # [] (no noise inputs): None
+            x, img = block(x, img, ws[:, index:index + block.num_conv + int(block.has_torgb)], noise_mode, maps)
             index += block.num_conv
+            layer += block.num_conv
         return img
+
+    def conv_layers(self) -> list[SynthesisLayer]:
+        """Every synthesis conv in order (the first block's one conv, then conv0, conv1 of each block):
+        the layers explicit noise maps are given for."""
+        layers: list[SynthesisLayer] = []
+        for block in self.blocks():
+            layers += [block.conv1] if block.first else [block.conv0, block.conv1]
+        return layers
 
     def style_layers(self) -> list[nn.Module]:
         """The layer whose affine consumes each W+ slot: convs in order, then the last ToRGB (SeFa's choice)."""

@@ -87,6 +87,9 @@ class _GlobalReference:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise MalformedPickle(f"a call of {self.name}, which the reference only passes as an argument")
 
+    def __repr__(self) -> str:
+        return self.name
+
 
 NDARRAY = _GlobalReference("numpy.ndarray")
 #: element kinds an array in a network pickle may have: bool, signed and unsigned integers, floats
