@@ -15,8 +15,10 @@ from latentdirs.api import discover
 from latentdirs.directions import Directions
 from latentdirs.edit import shift, traverse
 from latentdirs.errors import LatentDirsError
+from latentdirs.invert import invert
+from latentdirs.latent_file import Latents
 from latentdirs.registry import list_generators, list_methods, load_generator
 from latentdirs.version import __version__
 
-__all__ = ["Directions", "LatentDirsError", "__version__", "discover", "list_generators", "list_methods",
-           "load_generator", "shift", "traverse"]
+__all__ = ["Directions", "LatentDirsError", "Latents", "__version__", "discover", "invert", "list_generators",
+           "list_methods", "load_generator", "shift", "traverse"]

@@ -17,7 +17,6 @@ import os
 import pickle
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -342,9 +341,8 @@ class _Built:
         return self.function or F.Record.reconstruct, self.args, self.state
 
 
-def _junk_state_variants(real):
+def _junk_state_variants():
     multiarray = getattr(np, "_core", None) or np.core
-    network = type("Network", (), {})
     return {
         "setstate-on-persistent-record": lambda: F.persistent_pickle(
             {"G_ema": _Built(None, (F.module_meta(),), {"meta": 5})}),
@@ -367,7 +365,7 @@ def _junk_state_variants(real):
         "storage-of-a-tensor-file": lambda: F.nvlabs_with(
             {"w": F.Rebuild(F.LoadFromBytes(F.torch_bytes(torch.zeros(2), legacy=True)), 0, (1,), (1,))}),
         "persistent-id": lambda: _persistent_id_pickle(),
-        "tf-network-state-is-a-list": lambda: _tf_pickle(network, [1, 2]),
+        "tf-network-state-is-a-list": lambda: _tf_pickle([1, 2]),
     }
 
 
@@ -379,7 +377,8 @@ def _persistent_id_pickle():
     return buffer.getvalue()
 
 
-def _tf_pickle(_, state):
+def _tf_pickle(state):
+    """A TensorFlow-style (G, D, Gs) pickle whose networks are given ``state`` by pickle's BUILD."""
     from tests.stylegan2_fixtures import _fake_modules
     import types
 
@@ -403,8 +402,8 @@ def _tf_pickle(_, state):
                                      "rebuild-negative-stride", "rebuild-mismatched-dims", "storage-of-a-string",
                                      "storage-of-junk-bytes", "storage-of-a-tensor-file", "persistent-id",
                                      "tf-network-state-is-a-list"])
-def test_junk_pickle_state(variant, tmp_path, real, synthetic):
-    _stylegan2("malformed: StyleGAN2 pickle objects", _junk_state_variants(real)[variant](), tmp_path, synthetic)
+def test_junk_pickle_state(variant, tmp_path, synthetic):
+    _stylegan2("malformed: StyleGAN2 pickle objects", _junk_state_variants()[variant](), tmp_path, synthetic)
 
 
 def _tf_state(real):

@@ -53,7 +53,7 @@ BOMB_IDS = [
     "trajectories:tensor-declares-4TB", "import:npy-declares-4TB", "import:npy-declares-over-cap",
     "import:npz-deflated-100MB", "import:npz-member-declares-4GB", "argument:--seeds 0-99999999999",
     "argument:--seeds 0-30000000", "argument:--layers 0-3000000", "argument:--layers 0-30000000",
-    "argument:--alphas 0:1:100000000", "argument:--alphas 100000000 commas", "argument:--indices 0-30000000",
+    "argument:--alphas 0:1:100000000", "argument:--alphas 5000001 values", "argument:--indices 0-30000000",
     "argument:--opt nested 100000 deep", "argument:--pairs 10^12",
 ]
 
@@ -164,7 +164,7 @@ def build_bombs(folder: Path, direction_file: Path, real: dict[str, Path]) -> li
         "--layers 0-3000000": ["discover", "synthetic", "--layers", "0-3000000", "-o", str(folder / "o3.safetensors")],
         "--layers 0-30000000": ["discover", "synthetic", "--layers", "0-30000000", "-o", str(folder / "o4.safetensors")],
         "--alphas 0:1:100000000": ["edit", spec, "-g", "synthetic", "--alphas", "0:1:100000000", "-o", str(folder / "o5")],
-        "--alphas 100000000 commas": ["edit", spec, "-g", "synthetic", "--alphas", "0," * 5_000_000 + "0",
+        "--alphas 5000001 values": ["edit", spec, "-g", "synthetic", "--alphas", "0," * 5_000_000 + "0",
                                       "-o", str(folder / "o6")],
         "--indices 0-30000000": ["edit", spec, "-g", "synthetic", "--indices", "0-30000000", "-o", str(folder / "o7")],
         "--opt nested 100000 deep": ["discover", "synthetic", "--opt", "steps=" + "[" * 100_000, "-o",

@@ -1,0 +1,572 @@
+"""Real photos in: ``latentdirs.invert(generator, images, …) -> Latents``, with measured quality.
+
+Images (files, directories, globs through :mod:`latentdirs.photos`, or a tensor ``[N, 3, R, R]`` in
+[−1, 1]) are inverted in batches by the core of :mod:`latentdirs.inversion`:
+
+1. **Start.** The prior's mean (``z = 0``; StyleGAN2 ``w_avg``), or an encoder's prediction
+   (:class:`latentdirs.encoder.Encoder`; ``steps=0`` is encoder-only inversion).
+2. **Class** (conditional generators, in spaces whose rendering takes a class): *the best of the
+   classes*. Every candidate class (all classes, or those given; with a conditional encoder its
+   :data:`ENCODER_CANDIDATES` most probable) is optimised alongside for the first ``class_search`` of
+   the steps; then each image keeps its best class (lowest loss) and goes on alone. The class found
+   is a real class: the photo re-renders under another class with the same content (LORD's
+   class/content split). A soft class vector was measured against it (docs/inversion.md, "Measured").
+3. **Optimisation.** Adam with a learning-rate ramp-up and cosine ramp-down, latent noise annealed to
+   zero, an L2 activation penalty, ``‖z‖ ≤ √D`` in z spaces; StyleGAN2 ``w``/``w+`` also optimise the
+   per-layer noise maps (renormalised, autocorrelation penalty).
+4. **Quality.** Per image: PSNR and MS-SSIM of the reconstruction *as the latents file re-renders it*
+   (the generator's own noise, not optimised maps), the latent's distance from the prior's mean
+   against the prior's typical distance; :func:`editability` measures how directions act on the
+   inverted latents compared with sampled ones.
+
+Every option is checked before any work. Nothing here prints; ``progress(done, total)`` reports steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+from latentdirs.errors import LatentDirsError, NotSupportedError, as_finite, check_count, check_positive, check_seed, invalid
+from latentdirs.generators.base import GeneratorAdapter
+from latentdirs.inversion import Inversion, Schedule, SpaceModel, space_model
+from latentdirs.losses import DEFAULT_LOSS, ms_ssim, parse_loss, psnr
+from latentdirs.transforms import gaussian_blur
+
+if TYPE_CHECKING:
+    from latentdirs.directions import Directions
+    from latentdirs.encoder import Encoder
+    from latentdirs.latent_file import Latents
+    from latentdirs.photos import PreparedPhotos
+
+#: Adam steps per image (the optimiser's default)
+STEPS = 500
+#: peak learning rate
+LR = 0.1
+#: fractions of the steps: learning-rate ramp-up, cosine ramp-down, latent-noise annealing
+RAMPUP, RAMPDOWN, NOISE_RAMP = 0.05, 0.25, 0.75
+#: initial latent noise std per coordinate, in prior std (z spaces; measured on dcgan-faces)
+LATENT_NOISE_Z = 0.3
+#: NVlabs' initial latent noise: 0.05 of the prior's typical distance from w_avg (all coordinates)
+LATENT_NOISE_W_FRACTION = 0.05
+#: weight of the L2 activation penalty (mean squared prior-standardised coordinate)
+PENALTY = 0.0
+#: weight of the noise maps' autocorrelation penalty (NVlabs' reg_noise_weight)
+NOISE_PENALTY = 1e5
+#: fraction of the steps for which all candidate classes are optimised before each image keeps its best
+CLASS_SEARCH = 0.2
+#: the most candidate classes searched without an explicit list
+MAX_CLASS_CANDIDATES = 64
+#: candidates taken from a conditional encoder's class probabilities
+ENCODER_CANDIDATES = 3
+#: images per batch
+BATCH_SIZE = 32
+#: editability: SeFa directions measured (when no directions are given), sampled latents, strength
+EDIT_DIRECTIONS, EDIT_SAMPLES, EDIT_STRENGTH = 5, 32, 3.0
+
+
+@dataclass(frozen=True)
+class InversionOptions:
+    """The inversion's settings (validated by :func:`inversion_options`); ``as_json()`` is what files record."""
+
+    space: str
+    steps: int = STEPS
+    lr: float = LR
+    loss: str = DEFAULT_LOSS
+    latent_noise: float = LATENT_NOISE_Z
+    penalty: float = PENALTY
+    noise_maps: bool = False
+    noise_penalty: float = NOISE_PENALTY
+    class_search: float = CLASS_SEARCH
+    batch_size: int = BATCH_SIZE
+    seed: int = 0
+    rampup: float = RAMPUP
+    rampdown: float = RAMPDOWN
+    noise_ramp: float = NOISE_RAMP
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.steps, self.lr, self.rampup, self.rampdown, self.latent_noise, self.noise_ramp)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_latent_noise(model: SpaceModel) -> float:
+    """z spaces: :data:`LATENT_NOISE_Z`; others: NVlabs' 0.05 of the prior's typical distance, per coordinate."""
+    if model.project is not None:
+        return LATENT_NOISE_Z
+    return LATENT_NOISE_W_FRACTION * math.sqrt(math.prod(model.shape))
+
+
+def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, steps: int = STEPS, lr: float = LR,
+                      loss: str = DEFAULT_LOSS, latent_noise: float | None = None, penalty: float = PENALTY,
+                      noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
+                      class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE,
+                      seed: int = 0) -> tuple[InversionOptions, SpaceModel]:
+    """Check every option against ``generator`` and fill the family defaults; see :func:`invert`."""
+    chosen = generator.space(space).name
+    steps, batch_size = check_count("steps", steps, 0), check_count("batch_size", batch_size)
+    lr, penalty = check_positive("lr", lr), check_positive("penalty", penalty, zero=True)
+    noise_penalty = check_positive("noise_penalty", noise_penalty, zero=True)
+    search = as_finite(class_search)
+    if search is None or not 0 < search <= 1:
+        raise invalid("class_search", class_search, "a fraction of the steps in (0, 1]")
+    if noise_maps is not None and not isinstance(noise_maps, bool):
+        raise invalid("noise_maps", noise_maps, "True, False or None (StyleGAN2 w/w+: True)")
+    spec = parse_loss(loss).spec
+    wants_maps = noise_maps if noise_maps is not None else True
+    model = space_model(generator, chosen, noise_maps=wants_maps)
+    if noise_maps and not model.noise_resolutions:
+        raise invalid("noise_maps", True, f"False for space {chosen!r} of {generator.spec!r}",
+                      "Noise maps exist in StyleGAN2's w and w+ spaces of nets with noise inputs")
+    noise = default_latent_noise(model) if latent_noise is None else check_positive("latent_noise", latent_noise,
+                                                                                   zero=True)
+    options = InversionOptions(space=chosen, steps=steps, lr=lr, loss=spec, latent_noise=noise, penalty=penalty,
+                               noise_maps=bool(model.noise_resolutions), noise_penalty=noise_penalty,
+                               class_search=search, batch_size=batch_size, seed=check_seed("seed", seed))
+    return options, model
+
+
+# ---------------------------------------------------------------------------------------------- result
+@dataclass
+class InversionResult:
+    """What :func:`invert_tensors` found, per image (CPU tensors).
+
+    Attributes:
+        latents: ``[N, D]`` or ``[N, L, D]`` in ``options.space``.
+        classes: the class id per image (conditional spaces), else None.
+        targets: ``[N, 3, R, R]`` in [−1, 1]: the images inverted.
+        reconstructions: ``[N, 3, R, R]`` in [−1, 1]: the latents rendered as a latents file re-renders
+            them (the generator's own noise).
+        psnr, ms_ssim, error: ``[N]``: PSNR (dB), MS-SSIM of ``reconstructions``; final loss.
+        distance: ``[N]``: the latent's distance from the prior's mean over the prior's typical distance
+            (about 1 for a sampled latent; below 1: an "average" latent, above: off the prior).
+        noise: the optimised noise maps ``[N, 1, R, R]`` per layer (StyleGAN2 w/w+), else None.
+        psnr_with_noise: ``[N]`` PSNR rendered with the optimised noise maps, else None.
+        seconds: wall time of the optimisation (and encoder), all batches.
+        history: the mean per-image loss after each step, one list per batch.
+    """
+
+    latents: torch.Tensor
+    classes: list[int] | None
+    targets: torch.Tensor
+    reconstructions: torch.Tensor
+    psnr: torch.Tensor
+    ms_ssim: torch.Tensor
+    error: torch.Tensor
+    distance: torch.Tensor
+    options: InversionOptions
+    noise: list[torch.Tensor] | None = None
+    psnr_with_noise: torch.Tensor | None = None
+    seconds: float = 0.0
+    history: list[list[float]] = field(default_factory=list)
+    encoder: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def row(self, k: int) -> dict[str, Any]:
+        """Row ``k``'s metrics as JSON."""
+        metrics = {"psnr": round(float(self.psnr[k]), 3), "ms_ssim": round(float(self.ms_ssim[k]), 4),
+                   "loss": float(self.error[k]), "prior_distance": round(float(self.distance[k]), 4)}
+        if self.psnr_with_noise is not None:
+            metrics["psnr_with_noise_maps"] = round(float(self.psnr_with_noise[k]), 3)
+        return metrics
+
+
+# ---------------------------------------------------------------------------------------------- inversion
+def _check_targets(generator: GeneratorAdapter, images: Any) -> torch.Tensor:
+    size = generator.resolution
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size) \
+            or images.shape[0] == 0:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise invalid("images", shape, f"a tensor [N ≥ 1, 3, {size}, {size}] in [-1, 1], or image files",
+                      "Prepare photos with latentdirs.photos.prepare_images")
+    if not bool(torch.isfinite(images).all()):
+        raise invalid("images", "a tensor with NaN or infinite values", "finite pixel values in [-1, 1]")
+    return images.detach().to(generator.device, torch.float32)
+
+
+def _candidates(generator: GeneratorAdapter, model: SpaceModel, classes: Any, count: int) -> list[list[int]] | None:
+    """Per image, the class ids to search (one id: fixed); None when the space takes no class."""
+    if not model.conditional:
+        if classes is not None and not generator.conditional:
+            generator.resolve_class(classes)  # the one-line refusal for a class on an unconditional net
+        return None
+    if classes is None:
+        if generator.num_classes > MAX_CLASS_CANDIDATES:
+            raise invalid("classes", None, f"candidate classes for {generator.spec!r} ({generator.num_classes} "
+                          f"classes: more than the {MAX_CLASS_CANDIDATES} searched by default)",
+                          "Give the classes to search (--class ID, repeatable)")
+        return [list(range(generator.num_classes))] * count
+    if isinstance(classes, torch.Tensor):
+        classes = classes.tolist()
+    values = list(classes) if isinstance(classes, (list, tuple)) else [classes]
+    if not values:
+        raise invalid("classes", [], "one class or more (names or ids)")
+    ids = sorted({generator.resolve_class(v) for v in values})  # type: ignore[misc]
+    return [ids] * count  # type: ignore[list-item]
+
+
+def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: str | None = None,
+                   steps: int = STEPS, lr: float = LR, loss: str = DEFAULT_LOSS, classes: Any = None,
+                   encoder: "Encoder | str | os.PathLike[str] | None" = None, latent_noise: float | None = None,
+                   penalty: float = PENALTY, noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
+                   class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE, seed: int = 0,
+                   init: torch.Tensor | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> InversionResult:
+    """Invert ``images [N, 3, R, R]`` (in [−1, 1]) into ``space``; see :func:`invert` for the options.
+
+    ``init`` (``[N, …]`` in ``space``) replaces the start (the prior's mean or the encoder's prediction).
+    """
+    options, model = inversion_options(generator, space=space, steps=steps, lr=lr, loss=loss,
+                                       latent_noise=latent_noise, penalty=penalty, noise_maps=noise_maps,
+                                       noise_penalty=noise_penalty, class_search=class_search,
+                                       batch_size=batch_size, seed=seed)
+    targets = _check_targets(generator, images)
+    count = targets.shape[0]
+    if init is not None and (not isinstance(init, torch.Tensor) or tuple(init.shape) != (count, *model.shape)):
+        raise invalid("init", tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__,
+                      f"a tensor {(count, *model.shape)}: one start latent per image in {model.name!r}")
+    encoder_model = _encoder(generator, encoder, model)
+    candidates = _candidates(generator, model, classes, count)
+    loss_function = parse_loss(options.loss).prepare()
+    started = time.perf_counter()
+    starts, encoder_info = _starts(model, targets, encoder_model, init)
+    if encoder_model is not None and encoder_model.conditional and classes is None and candidates is not None:
+        candidates = _encoder_candidates(encoder_model, targets)
+    total = _total_steps(options, count, candidates)
+    done = 0
+
+    def advance(steps_taken: int) -> None:
+        nonlocal done
+        done += steps_taken
+        if progress is not None:
+            progress(done, total)
+
+    parts: list[dict[str, Any]] = []
+    for first in range(0, count, options.batch_size):
+        rows = slice(first, first + options.batch_size)
+        parts.append(_invert_batch(model, targets[rows], starts[rows], None if candidates is None else candidates[rows],
+                                   loss_function, options, seed=options.seed + first, progress=advance))
+    seconds = time.perf_counter() - started
+    return _result(model, targets, parts, options, seconds, encoder_info)
+
+
+def _encoder(generator: GeneratorAdapter, encoder: Any, model: SpaceModel) -> "Encoder | None":
+    if encoder is None:
+        return None
+    from latentdirs.encoder import Encoder
+
+    loaded = encoder if isinstance(encoder, Encoder) else Encoder.load(encoder, generator=generator)
+    if loaded.space.name != model.name:
+        raise invalid("encoder", f"an encoder of space {loaded.space.name!r}", f"one of space {model.name!r} "
+                      "(the inversion's)", f"Invert with --space {loaded.space.name}, or train an encoder for "
+                      f"{model.name!r} (latentdirs train-encoder --space {model.name})")
+    return loaded
+
+
+def _starts(model: SpaceModel, targets: torch.Tensor, encoder: "Encoder | None",
+            init: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any] | None]:
+    info = None
+    if init is not None:
+        starts = init.detach().to(targets.device, torch.float32).clone()
+    elif encoder is not None:
+        began = time.perf_counter()
+        starts = encoder(targets).detach().clone()
+        info = {"seconds": round(time.perf_counter() - began, 4), "space": encoder.space.name,
+                "fingerprint_checked": True, "training": encoder.meta.get("training")}
+    else:
+        starts = model.start(targets.shape[0])
+    if model.project is not None:
+        model.project(starts)  # the optimiser keeps to the ball: so does its start
+    return starts, info
+
+
+def _encoder_candidates(encoder: "Encoder", targets: torch.Tensor) -> list[list[int]]:
+    probabilities = encoder.class_probabilities(targets)
+    top = probabilities.topk(min(ENCODER_CANDIDATES, probabilities.shape[1]), dim=1).indices
+    return [sorted(int(c) for c in row) for row in top.cpu()]
+
+
+def _search_steps(options: InversionOptions) -> int:
+    return max(1, round(options.class_search * options.steps)) if options.steps else 0
+
+
+def _total_steps(options: InversionOptions, count: int, candidates: list[list[int]] | None) -> int:
+    """Image-steps of the whole run (during a class search, each candidate row counts)."""
+    if candidates is None:
+        return options.steps * count
+    search = _search_steps(options)
+    return sum(len(c) * search + (options.steps - search) for c in candidates)
+
+
+def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor, candidates: list[list[int]] | None,
+                  loss: Callable, options: InversionOptions, *, seed: int,
+                  progress: Callable[[int], None]) -> dict[str, Any]:
+    """One batch: the class search (when there are several candidates), then the rest of the schedule."""
+    count = targets.shape[0]
+    owner = torch.arange(count)
+    class_ids = None
+    if candidates is not None:  # one row per (image, candidate class)
+        owner = torch.tensor([k for k, ids in enumerate(candidates) for _ in ids])
+        class_ids = torch.tensor([c for ids in candidates for c in ids], device=targets.device)
+    noise = model.start_noise(len(owner), seed) if options.noise_maps else None
+    inversion = Inversion(model.render, starts[owner.to(starts.device)], targets[owner.to(targets.device)], loss,
+                          options.schedule(), classes=class_ids, project=model.project, centre=model.centre,
+                          scale=model.scale, penalty=options.penalty, noise=noise,
+                          noise_penalty=options.noise_penalty, seed=seed)
+    width = len(owner)
+    if len(owner) > count and options.steps:
+        inversion.run(_search_steps(options), progress=lambda _: progress(width))
+    if len(owner) > count:  # each image keeps its best candidate
+        errors = inversion.errors().cpu()
+        best = [int(torch.nonzero(owner == k).flatten()[errors[owner == k].argmin()]) for k in range(count)]
+        inversion.keep(torch.tensor(best))
+    inversion.run(progress=lambda _: progress(count))
+    return {"inversion": inversion, "history": inversion.history}
+
+
+def _result(model: SpaceModel, targets: torch.Tensor, parts: list[dict[str, Any]], options: InversionOptions,
+            seconds: float, encoder_info: dict[str, Any] | None) -> InversionResult:
+    runs: list[Inversion] = [p["inversion"] for p in parts]
+    latents = torch.cat([r.latents.detach() for r in runs])
+    class_ids = None if runs[0].classes is None else torch.cat([r.classes for r in runs])  # type: ignore[misc]
+    with torch.no_grad():
+        plain = torch.cat([model.render(r.latents.detach(), None, r.classes) for r in runs]).clamp(-1, 1)
+        errors = torch.cat([r.errors() for r in runs])
+        noise = [torch.cat(maps) for maps in zip(*[r.noise for r in runs])] if options.noise_maps else None
+        with_noise = torch.cat([psnr(r.images(), r.targets) for r in runs]) if noise else None
+        quality_psnr, quality_ssim = psnr(plain, targets), ms_ssim(plain, targets)
+    typical = math.sqrt(math.prod(model.shape))
+    return InversionResult(
+        latents=latents.cpu(), classes=None if class_ids is None else [int(c) for c in class_ids.tolist()],
+        targets=targets.cpu(), reconstructions=plain.cpu(), psnr=quality_psnr.cpu(), ms_ssim=quality_ssim.cpu(), error=errors.cpu(),
+        distance=(model.distance(latents) / typical).cpu(), options=options,
+        noise=None if noise is None else [m.detach().cpu() for m in noise],
+        psnr_with_noise=None if with_noise is None else with_noise.cpu(), seconds=seconds,
+        history=[p["history"] for p in parts], encoder=encoder_info)
+
+
+# ---------------------------------------------------------------------------------------------- public API
+def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]",
+           *, space: str | None = None, steps: int = STEPS, lr: float = LR, loss: str = DEFAULT_LOSS,
+           classes: Any = None, encoder: "Encoder | str | os.PathLike[str] | None" = None,
+           latent_noise: float | None = None, penalty: float = PENALTY, noise_maps: bool | None = None,
+           noise_penalty: float = NOISE_PENALTY, class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE,
+           seed: int = 0, crop: str | None = None, allow_upscale: bool = False,
+           directions: "Directions | str | os.PathLike[str] | None | bool" = None,
+           progress: Callable[[int, int], None] | None = None) -> "Latents":
+    """Invert photos (or images) into ``generator``'s latent space; returns a :class:`~latentdirs.latent_file.Latents`.
+
+    Args:
+        images: image files, directories and globs (prepared by :func:`latentdirs.photos.prepare_images`
+            with ``crop`` and ``allow_upscale``; inputs that fail are skipped and listed in
+            ``latents.meta["inversion"]["failed"]``), or a tensor ``[N, 3, R, R]`` in [−1, 1].
+        space: ``z`` (DCGAN, BigGAN, module, StyleGAN2), ``w`` / ``w+`` (StyleGAN2); default: the
+            generator's default space.
+        steps: Adam steps per image (≥ 0; 0 with an ``encoder``: encoder-only inversion).
+        lr: peak learning rate (ramped up over the first 5 % of the steps, cosine down over the last 25 %).
+        loss: loss spec (:func:`latentdirs.losses.parse_loss`), default :data:`~latentdirs.losses.DEFAULT_LOSS`.
+        classes: conditional generators: the class (or classes) to search; default: all of them.
+        encoder: an :class:`~latentdirs.encoder.Encoder` or its file: the optimisation starts from its
+            prediction (and, for a conditional one, searches its most probable classes).
+        latent_noise: initial std of the Gaussian noise on the latent, per coordinate in prior std,
+            annealed to 0 over the first 75 % of the steps (default: 0.3 in z; NVlabs' 0.05·√D in w).
+        penalty: weight of the L2 activation penalty on the prior-standardised latent (default 0).
+        noise_maps: StyleGAN2 w/w+: optimise the per-layer noise maps too (default True there).
+        noise_penalty: weight of their autocorrelation penalty.
+        class_search: fraction of the steps all candidate classes are optimised before each image keeps its best.
+        batch_size: images optimised together. seed: the latent noise and the noise maps' start.
+        directions: for the editability measure (:func:`editability`): a direction file or
+            :class:`Directions`; None: SeFa's first :data:`EDIT_DIRECTIONS` where the generator allows
+            it; False: not measured.
+        progress: ``progress(done, total)`` in image-steps.
+    """
+    from latentdirs.latent_file import Latents
+
+    options, _ = inversion_options(generator, space=space, steps=steps, lr=lr, loss=loss, latent_noise=latent_noise,
+                                   penalty=penalty, noise_maps=noise_maps, noise_penalty=noise_penalty,
+                                   class_search=class_search, batch_size=batch_size, seed=seed)
+    if options.steps == 0 and encoder is None:
+        raise invalid("steps", 0, "≥ 1, or 0 together with an encoder (encoder-only inversion)",
+                      "Give --encoder FILE, or --steps N")
+    photos = _photos(generator, images, crop=crop, allow_upscale=allow_upscale)
+    targets = photos.images if photos is not None else images
+    result = invert_tensors(generator, targets, space=options.space, steps=options.steps, lr=options.lr,  # type: ignore[arg-type]
+                            loss=options.loss, classes=classes, encoder=encoder, latent_noise=options.latent_noise,
+                            penalty=options.penalty, noise_maps=options.noise_maps,
+                            noise_penalty=options.noise_penalty, class_search=options.class_search,
+                            batch_size=options.batch_size, seed=options.seed, progress=progress)
+    measured = None
+    if directions is not False:
+        measured = editability(generator, result.latents, space=options.space, classes=result.classes,
+                               directions=directions or None)
+    return latents_of(generator, result, photos=photos, editability_report=measured)
+
+
+def _photos(generator: GeneratorAdapter, images: Any, *, crop: str | None, allow_upscale: bool) -> "PreparedPhotos | None":
+    if isinstance(images, torch.Tensor):
+        if crop is not None or allow_upscale:
+            raise invalid("crop", crop, "None for a tensor of images (crop and allow_upscale prepare image files)")
+        return None
+    from latentdirs.photos import prepare_images
+
+    return prepare_images(images, generator.resolution, crop=crop, allow_upscale=allow_upscale)
+
+
+def latents_of(generator: GeneratorAdapter, result: InversionResult, *, photos: "PreparedPhotos | None" = None,
+               editability_report: dict[str, Any] | None = None) -> "Latents":
+    """The :class:`~latentdirs.latent_file.Latents` of a result, with per-row provenance and the settings."""
+    from latentdirs.latent_file import Latents
+
+    count = len(result)
+    labels = photos.labels if photos is not None else [f"image {k}" for k in range(count)]
+    rows = []
+    for k in range(count):
+        row: dict[str, Any] = {"metrics": result.row(k), "steps": result.options.steps}
+        if photos is not None:
+            row["source"] = photos.records[k].to_json()
+        if editability_report is not None:
+            row["editability"] = editability_report["rows"][k]
+        rows.append(row)
+    settings: dict[str, Any] = {"optimiser": "adam", **result.options.as_json(), "seconds": round(result.seconds, 3),
+                                "start": "encoder" if result.encoder else "prior mean",
+                                "class_selection": "best of the classes" if result.classes is not None else None,
+                                "encoder": result.encoder,
+                                "summary": summary(result)}
+    if editability_report is not None:
+        settings["editability"] = {k: v for k, v in editability_report.items() if k != "rows"}
+    if photos is not None:
+        settings["failed"] = [{"path": f.path, "error": f.message} for f in photos.failures]
+    return Latents.create(result.latents, generator=generator, space=result.options.space, labels=labels, rows=rows,
+                          classes=result.classes, inversion=settings)
+
+
+def summary(result: InversionResult) -> dict[str, Any]:
+    """Median, min and max PSNR and MS-SSIM of a result, and images per second."""
+    def spread(values: torch.Tensor, digits: int) -> dict[str, float]:
+        return {"median": round(float(values.median()), digits), "min": round(float(values.min()), digits),
+                "max": round(float(values.max()), digits)}
+
+    return {"images": len(result), "psnr": spread(result.psnr, 3), "ms_ssim": spread(result.ms_ssim, 4),
+            "prior_distance": spread(result.distance, 4),
+            "images_per_second": round(len(result) / result.seconds, 4) if result.seconds > 0 else None}
+
+
+# ---------------------------------------------------------------------------------------------- editability
+def editability(generator: GeneratorAdapter, latents: torch.Tensor, *, space: str, classes: Sequence[int] | None = None,
+                directions: "Directions | str | os.PathLike[str] | None" = None, samples: int = EDIT_SAMPLES,
+                strength: float = EDIT_STRENGTH, seed: int = 1_000_003) -> dict[str, Any] | None:
+    """How directions act on ``latents`` (inverted) compared with latents sampled from the prior.
+
+    For each direction ``v`` and latent ``ℓ``, the *edit* is the blurred image change
+    ``Δ(ℓ) = blur(G(ℓ + s·v)) − blur(G(ℓ))`` (σ = 1.5 px at 64 px, scaled; ``s`` = ``strength``). Its
+    reference is the mean edit ``Δ̄`` of ``samples`` sampled latents. Reported, per inverted latent
+    and for the sampled ones (each against the mean of the others):
+
+    * ``correlation``: the Pearson correlation of ``Δ(ℓ)`` with ``Δ̄``, mean over directions — does
+      the direction do the same thing (turn the head, relight) on this latent as on samples?
+    * ``magnitude``: ``‖Δ(ℓ)‖`` over the sampled latents' mean ``‖Δ‖`` — does it do as much?
+    * ``prior_distance``: ``‖ℓ − centre‖ / scale`` over the sampled latents' mean.
+
+    ``directions``: a :class:`Directions`, a direction file, or None for SeFa's first
+    :data:`EDIT_DIRECTIONS`. Returns None (nothing measured) where no directions exist or the latents
+    cannot be mapped to the directions' space.
+    """
+    chosen = _edit_directions(generator, directions)
+    if chosen is None:
+        return None
+    found, source = chosen
+    edit_space = found.space
+    try:
+        from latentdirs.latent_file import check_mapping
+
+        check_mapping(generator, space, edit_space)
+    except LatentDirsError:  # an unmappable pair of spaces: editability is not measured, the inversion stands
+        return None
+    model = space_model(generator, space)
+    ids = None if classes is None else torch.tensor(list(classes), device=generator.device)
+    sample_ids = None if not generator.conditional else (
+        torch.tensor([ids[k % len(ids)] for k in range(samples)]) if ids is not None else None)
+    with torch.no_grad():
+        inverted = latents.to(generator.device)
+        sampled = generator.sample(samples, seed=seed, space=space, classes=sample_ids)
+        own = _edits(generator, inverted, space, found, ids, strength)
+        others = _edits(generator, sampled, space, found, sample_ids, strength)
+        reference = others.mean(0)  # [K, P]
+        count = others.shape[0]
+        leave_one_out = (reference.unsqueeze(0) * count - others) / max(1, count - 1)
+        corr_inverted = _pearson(own, reference.unsqueeze(0).expand_as(own)).mean(1)       # [N]
+        corr_sampled = _pearson(others, leave_one_out).mean(1)                             # [S]
+        size_sampled = others.norm(dim=2).mean(0)                                          # [K]
+        magnitude_inverted = (own.norm(dim=2) / size_sampled).mean(1)
+        magnitude_sampled = (others.norm(dim=2) / size_sampled).mean(1)
+        distance_sampled = model.distance(sampled).mean()
+        distance_inverted = model.distance(inverted) / distance_sampled
+    rows = [{"correlation": round(float(c), 4), "magnitude": round(float(m), 4), "prior_distance": round(float(d), 4)}
+            for c, m, d in zip(corr_inverted, magnitude_inverted, distance_inverted)]
+    return {"directions": source, "count": min(EDIT_DIRECTIONS, len(found)), "strength": strength, "samples": samples,
+            "space": edit_space,
+            "inverted": {"correlation": round(float(corr_inverted.mean()), 4),
+                         "magnitude": round(float(magnitude_inverted.mean()), 4),
+                         "prior_distance": round(float(distance_inverted.mean()), 4)},
+            "sampled": {"correlation": round(float(corr_sampled.mean()), 4),
+                        "magnitude": round(float(magnitude_sampled.mean()), 4), "prior_distance": 1.0},
+            "rows": rows}
+
+
+def _edit_directions(generator: GeneratorAdapter, directions: Any) -> "tuple[Directions, str] | None":
+    """The directions measured (at most :data:`EDIT_DIRECTIONS`) and where they came from, or None."""
+    from latentdirs.directions import Directions
+
+    if directions is None:
+        from latentdirs.api import discover
+
+        try:
+            return discover(generator, "sefa", num_directions=EDIT_DIRECTIONS), f"sefa (first {EDIT_DIRECTIONS})"
+        except NotSupportedError:
+            return None
+    if isinstance(directions, Directions):
+        return directions, "given"
+    return Directions.load(directions, generator=generator), str(directions)
+
+
+def _edits(generator: GeneratorAdapter, latents: torch.Tensor, space: str, directions: "Directions",
+           classes: torch.Tensor | None, strength: float, chunk: int = 32) -> torch.Tensor:
+    """Blurred image changes ``[N, K, P]`` of ``latents`` moved by ``strength`` along each direction
+    (the first :data:`EDIT_DIRECTIONS`; the file's layers, as an edit moves them)."""
+    from latentdirs.edit import shift
+
+    sigma = 1.5 * generator.resolution / 64
+    edit_space = directions.space
+    mapped = generator.to_space(latents, space, edit_space, classes=classes) if space != edit_space else latents
+    out = []
+    for first in range(0, mapped.shape[0], chunk):
+        part = mapped[first:first + chunk]
+        ids = None if classes is None else classes[first:first + chunk]
+        base = gaussian_blur(generator.synthesize(part, space=edit_space, classes=ids), sigma).flatten(1)
+        changes = []
+        for index in range(min(EDIT_DIRECTIONS, len(directions))):
+            moved = generator.synthesize(shift(part, directions, index=index, alpha=strength), space=edit_space,
+                                         classes=ids)
+            changes.append(gaussian_blur(moved, sigma).flatten(1) - base)
+        out.append(torch.stack(changes, dim=1))
+    return torch.cat(out)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation over the last axis."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-12)
+
+
+__all__ = ["InversionOptions", "InversionResult", "editability", "invert", "invert_tensors", "inversion_options",
+           "latents_of", "summary"]
