@@ -253,9 +253,43 @@ class SpaceModel:
     conditional: bool
     noise_resolutions: list[int] = field(default_factory=list)
 
+    @property
+    def screened(self) -> bool:
+        """Whether the start is screened from prior samples (:meth:`screen`) rather than the mean: the
+        Gaussian z spaces, where G is flat at z = 0 (a DCGAN's ReLUs are all off there: zero gradient)."""
+        return self.project is not None
+
     def start(self, count: int) -> torch.Tensor:
         """``count`` copies of the prior's mean, ``[count, *shape]`` on the generator's device."""
         return self.centre.expand(count, *self.shape).clone()
+
+    def screen(self, targets: torch.Tensor, loss: PerImageLoss, *, candidates: int, seed: int,
+               classes: torch.Tensor | None = None, chunk: int = 64) -> torch.Tensor:
+        """For each target ``[N, C, H, W]``, the best of ``candidates`` prior samples (seeded, inside the
+        constraint) by ``loss`` under that row's class — forward passes only; ``[N, *shape]``.
+
+        Not restarts: one start per image, found by rendering each candidate once per class present.
+        """
+        with torch.no_grad():
+            pool = self.generator.sample(candidates, seed=seed, space=self.name)
+            if self.project is not None:
+                self.project(pool)
+            best = torch.full((targets.shape[0],), math.inf, device=targets.device)
+            chosen = torch.zeros(targets.shape[0], dtype=torch.long, device=targets.device)
+            ids = [None] if classes is None or not self.conditional else sorted(set(classes.tolist()))
+            for class_id in ids:
+                rows = torch.arange(targets.shape[0], device=targets.device) if class_id is None else \
+                    torch.nonzero(classes.to(targets.device) == class_id).flatten()
+                for first in range(0, candidates, chunk):
+                    part = pool[first:first + chunk]
+                    label = None if class_id is None else torch.full((len(part),), class_id, device=pool.device)
+                    images = self.render(part, None, label)
+                    for k in range(len(part)):
+                        value = loss(images[k:k + 1].expand(len(rows), -1, -1, -1), targets[rows])
+                        better = value < best[rows]
+                        best[rows[better]] = value[better]
+                        chosen[rows[better]] = first + k
+            return pool[chosen.to(pool.device)].clone()
 
     def render(self, latents: torch.Tensor, noise: list[torch.Tensor] | None,
                classes: torch.Tensor | None) -> torch.Tensor:

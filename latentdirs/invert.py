@@ -67,6 +67,8 @@ MAX_CLASS_CANDIDATES = 64
 ENCODER_CANDIDATES = 3
 #: images per batch
 BATCH_SIZE = 32
+#: z spaces: prior samples screened (forward passes only) for each image's start
+START_CANDIDATES = 64
 #: editability: SeFa directions measured (when no directions are given), sampled latents, strength
 EDIT_DIRECTIONS, EDIT_SAMPLES, EDIT_STRENGTH = 5, 32, 3.0
 
@@ -86,6 +88,7 @@ class InversionOptions:
     class_search: float = CLASS_SEARCH
     batch_size: int = BATCH_SIZE
     seed: int = 0
+    start_candidates: int = START_CANDIDATES
     rampup: float = RAMPUP
     rampdown: float = RAMPDOWN
     noise_ramp: float = NOISE_RAMP
@@ -108,7 +111,7 @@ def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, 
                       loss: str = DEFAULT_LOSS, latent_noise: float | None = None, penalty: float = PENALTY,
                       noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
                       class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE,
-                      seed: int = 0) -> tuple[InversionOptions, SpaceModel]:
+                      seed: int = 0, start_candidates: int = START_CANDIDATES) -> tuple[InversionOptions, SpaceModel]:
     """Check every option against ``generator`` and fill the family defaults; see :func:`invert`."""
     chosen = generator.space(space).name
     steps, batch_size = check_count("steps", steps, 0), check_count("batch_size", batch_size)
@@ -129,7 +132,8 @@ def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, 
                                                                                    zero=True)
     options = InversionOptions(space=chosen, steps=steps, lr=lr, loss=spec, latent_noise=noise, penalty=penalty,
                                noise_maps=bool(model.noise_resolutions), noise_penalty=noise_penalty,
-                               class_search=search, batch_size=batch_size, seed=check_seed("seed", seed))
+                               class_search=search, batch_size=batch_size, seed=check_seed("seed", seed),
+                               start_candidates=check_count("start_candidates", start_candidates, 1, 65536))
     return options, model
 
 
@@ -150,6 +154,8 @@ class InversionResult:
         noise: the optimised noise maps ``[N, 1, R, R]`` per layer (StyleGAN2 w/w+), else None.
         psnr_with_noise: ``[N]`` PSNR rendered with the optimised noise maps, else None.
         seconds: wall time of the optimisation (and encoder), all batches.
+        start: where the optimisation started: ``"encoder"``, ``"given"``, ``"best of K prior samples"``
+            (z spaces) or ``"prior mean"``.
         history: the mean per-image loss after each step, one list per batch.
     """
 
@@ -167,6 +173,7 @@ class InversionResult:
     seconds: float = 0.0
     history: list[list[float]] = field(default_factory=list)
     encoder: dict[str, Any] | None = None
+    start: str = "prior mean"
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -219,7 +226,7 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
                    encoder: "Encoder | str | os.PathLike[str] | None" = None, latent_noise: float | None = None,
                    penalty: float = PENALTY, noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
                    class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE, seed: int = 0,
-                   init: torch.Tensor | None = None,
+                   start_candidates: int = START_CANDIDATES, init: torch.Tensor | None = None,
                    progress: Callable[[int, int], None] | None = None) -> InversionResult:
     """Invert ``images [N, 3, R, R]`` (in [−1, 1]) into ``space``; see :func:`invert` for the options.
 
@@ -228,7 +235,7 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
     options, model = inversion_options(generator, space=space, steps=steps, lr=lr, loss=loss,
                                        latent_noise=latent_noise, penalty=penalty, noise_maps=noise_maps,
                                        noise_penalty=noise_penalty, class_search=class_search,
-                                       batch_size=batch_size, seed=seed)
+                                       batch_size=batch_size, seed=seed, start_candidates=start_candidates)
     targets = _check_targets(generator, images)
     count = targets.shape[0]
     if init is not None and (not isinstance(init, torch.Tensor) or tuple(init.shape) != (count, *model.shape)):
@@ -253,10 +260,14 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
     parts: list[dict[str, Any]] = []
     for first in range(0, count, options.batch_size):
         rows = slice(first, first + options.batch_size)
-        parts.append(_invert_batch(model, targets[rows], starts[rows], None if candidates is None else candidates[rows],
+        parts.append(_invert_batch(model, targets[rows], None if starts is None else starts[rows],
+                                   None if candidates is None else candidates[rows],
                                    loss_function, options, seed=options.seed + first, progress=advance))
     seconds = time.perf_counter() - started
-    return _result(model, targets, parts, options, seconds, encoder_info)
+    result = _result(model, targets, parts, options, seconds, encoder_info)
+    result.start = ("given" if init is not None else "encoder" if encoder_model is not None else
+                    f"best of {options.start_candidates} prior samples" if model.screened else "prior mean")
+    return result
 
 
 def _encoder(generator: GeneratorAdapter, encoder: Any, model: SpaceModel) -> "Encoder | None":
@@ -273,7 +284,8 @@ def _encoder(generator: GeneratorAdapter, encoder: Any, model: SpaceModel) -> "E
 
 
 def _starts(model: SpaceModel, targets: torch.Tensor, encoder: "Encoder | None",
-            init: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any] | None]:
+            init: torch.Tensor | None) -> tuple[torch.Tensor | None, dict[str, Any] | None]:
+    """The given or predicted starts (None: screened per batch, or the prior's mean), and the encoder's record."""
     info = None
     if init is not None:
         starts = init.detach().to(targets.device, torch.float32).clone()
@@ -282,6 +294,8 @@ def _starts(model: SpaceModel, targets: torch.Tensor, encoder: "Encoder | None",
         starts = encoder(targets).detach().clone()
         info = {"seconds": round(time.perf_counter() - began, 4), "space": encoder.space.name,
                 "fingerprint_checked": True, "training": encoder.meta.get("training")}
+    elif model.screened:
+        return None, None
     else:
         starts = model.start(targets.shape[0])
     if model.project is not None:
@@ -307,7 +321,8 @@ def _total_steps(options: InversionOptions, count: int, candidates: list[list[in
     return sum(len(c) * search + (options.steps - search) for c in candidates)
 
 
-def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor, candidates: list[list[int]] | None,
+def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor | None,
+                  candidates: list[list[int]] | None,
                   loss: Callable, options: InversionOptions, *, seed: int,
                   progress: Callable[[int], None]) -> dict[str, Any]:
     """One batch: the class search (when there are several candidates), then the rest of the schedule."""
@@ -318,7 +333,12 @@ def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor
         owner = torch.tensor([k for k, ids in enumerate(candidates) for _ in ids])
         class_ids = torch.tensor([c for ids in candidates for c in ids], device=targets.device)
     noise = model.start_noise(len(owner), seed) if options.noise_maps else None
-    inversion = Inversion(model.render, starts[owner.to(starts.device)], targets[owner.to(targets.device)], loss,
+    rows = targets[owner.to(targets.device)]
+    if starts is None:  # z spaces: each row's best prior sample under its class
+        begin = model.screen(rows, loss, candidates=options.start_candidates, seed=seed, classes=class_ids)
+    else:
+        begin = starts[owner.to(starts.device)]
+    inversion = Inversion(model.render, begin, rows, loss,
                           options.schedule(), classes=class_ids, project=model.project, centre=model.centre,
                           scale=model.scale, penalty=options.penalty, noise=noise,
                           noise_penalty=options.noise_penalty, seed=seed)
@@ -437,7 +457,7 @@ def latents_of(generator: GeneratorAdapter, result: InversionResult, *, photos: 
             row["editability"] = editability_report["rows"][k]
         rows.append(row)
     settings: dict[str, Any] = {"optimiser": "adam", **result.options.as_json(), "seconds": round(result.seconds, 3),
-                                "start": "encoder" if result.encoder else "prior mean",
+                                "start": result.start,
                                 "class_selection": "best of the classes" if result.classes is not None else None,
                                 "encoder": result.encoder,
                                 "summary": summary(result)}

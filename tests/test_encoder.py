@@ -18,8 +18,8 @@ from latentdirs.errors import FingerprintMismatchError, LatentDirsError
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints" / "dcgan-faces-encoder.safetensors"
 #: docs/inversion.md "Amortised encoder": mean PSNR of G(E(G(z))) vs G(z) on seeds 0-7, and the tolerance
-SHIPPED_PSNR_SEEDS_0_7 = 22.0
-SHIPPED_PSNR_TOLERANCE = 1.0
+SHIPPED_PSNR_SEEDS_0_7 = 21.4
+SHIPPED_PSNR_TOLERANCE = 0.5
 #: a tiny recipe that runs in about two seconds on one CPU thread
 TINY = dict(steps=100, batch_size=16, lr=3e-3, base_channels=8, max_channels=32, recon_weight=0.0)
 

@@ -1,0 +1,246 @@
+"""Inversion benchmarks and goals (issue 13) on dcgan-faces (and dcgan-eyes), 2 CPU threads.
+
+Run: ``.venv/bin/python -m benchmarks.bench_inversion [SECTION ...]`` with sections (default: all)
+
+* ``photo`` — the astronaut's face (tests/data/astronaut.jpg, box 72,10,84,84): the plain baseline
+  (Adam on z, MSE, lr 0.05, ‖z‖ ≤ √100, 500 steps, 8 random restarts in one batch) against the default
+  inversion in no more wall time; writes docs/img/inversion-astronaut.png (input | baseline | ours).
+  Goal: ≥ 2 dB above the baseline, and a face a person recognises (look at the PNG).
+* ``seeds`` — 64 unseen seeds G(z*), default options, no restarts. Goal: ≥ 35 dB for ≥ 90 %.
+* ``batch`` — 16 images in one batch against a per-image loop, equal steps; the final errors compared.
+  Goal: ≥ 3×. Images per second and peak memory (fresh processes).
+* ``lord`` — LORD's regularisation on photo crops: latent noise and the activation penalty on and off,
+  reconstruction (PSNR, MS-SSIM) and editability (edit correlation, magnitude, prior distance).
+* ``losses`` — the losses on photo crops and unseen seeds, equal steps.
+* ``classes`` — dcgan-eyes: the best of the classes against a soft class vector (the DCGAN's one-hot
+  input made a softmax, optimised with z), on images of known class.
+
+Figures print as tables (and a JSON line each); docs/inversion.md "Measured" quotes them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import latentdirs
+from benchmarks.common import peak_rss_mib, report
+from latentdirs.images import grid_image, save_image, to_uint8
+from latentdirs.invert import editability, invert_tensors
+from latentdirs.inversion import Inversion, Schedule, space_model
+from latentdirs.losses import ms_ssim, mse, psnr
+from latentdirs.photos import prepare_image
+
+PHOTO, FACE = "tests/data/astronaut.jpg", "72,10,84,84"
+#: crops of the astronaut's face, and their mirror images: six "photos" of one face
+CROPS = ("72,10,84,84", "68,6,92,92", "76,14,76,76")
+GRID = Path("docs/img/inversion-astronaut.png")
+
+
+def _faces():
+    torch.set_num_threads(2)
+    return latentdirs.load_generator("dcgan-faces", device="cpu")
+
+
+def _photos() -> torch.Tensor:
+    crops = torch.stack([prepare_image(PHOTO, 64, crop=c)[0] for c in CROPS])
+    return torch.cat([crops, crops.flip(-1)])
+
+
+def baseline(generator, targets: torch.Tensor, *, restarts: int = 8, steps: int = 500, seed: int = 0):
+    """The issue's plain baseline: per target, ``restarts`` random starts in one batch, constant-lr Adam
+    on z (lr 0.05), pixel MSE, the ball; returns (best latents [N, D], best PSNR [N], seconds)."""
+    model = space_model(generator, "z")
+    count = targets.shape[0]
+    init = torch.randn(count * restarts, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    model.project(init)
+    started = time.perf_counter()
+    inversion = Inversion(model.render, init, targets.repeat_interleave(restarts, 0), mse, Schedule(steps, 0.05),
+                          project=model.project)
+    inversion.run()
+    seconds = time.perf_counter() - started
+    values = psnr(inversion.images(), inversion.targets).view(count, restarts)
+    best = values.argmax(1)
+    latents = inversion.latents.detach().view(count, restarts, -1)[torch.arange(count), best]
+    return latents, values.max(1).values, seconds, values
+
+
+def bench_photo() -> None:
+    faces = _faces()
+    target = prepare_image(PHOTO, 64, crop=FACE)[0].unsqueeze(0)
+    base_z, base_psnr, base_seconds, spread = baseline(faces, target)
+    ours = invert_tensors(faces, target)
+    with torch.no_grad():
+        base_image = faces.synthesize(base_z).clamp(-1, 1)
+    rows = [("baseline (8 restarts × 500 steps, MSE)", f"{float(base_psnr):.2f} dB best (restarts "
+             f"{float(spread.min()):.1f}–{float(spread.max()):.1f}), MS-SSIM "
+             f"{float(ms_ssim(base_image, target)):.3f}, {base_seconds:.1f} s"),
+            (f"default inversion ({ours.options.steps} steps, {ours.options.loss})",
+             f"{float(ours.psnr):.2f} dB, MS-SSIM {float(ours.ms_ssim):.3f}, {ours.seconds:.1f} s"),
+            ("gain, wall-time ratio (goal ≥ 2 dB at ≤ 1)", f"{float(ours.psnr - base_psnr):+.2f} dB at "
+             f"{ours.seconds / base_seconds:.2f}")]
+    tiles = np.stack([to_uint8(target), to_uint8(base_image), to_uint8(ours.reconstructions)], axis=1)
+    save_image(grid_image(np.repeat(np.repeat(tiles, 2, axis=2), 2, axis=3),
+                          column_labels=["photo", f"baseline {float(base_psnr):.1f} dB",
+                                         f"ours {float(ours.psnr):.1f} dB"]), GRID)
+    report("real photo on dcgan-faces (astronaut, box 72,10,84,84)", rows + [("grid", str(GRID))],
+           as_json={"baseline_psnr": float(base_psnr), "baseline_seconds": base_seconds, "psnr": float(ours.psnr),
+                    "ms_ssim": float(ours.ms_ssim), "seconds": ours.seconds})
+
+
+def bench_seeds(count: int = 64) -> None:
+    faces = _faces()
+    z = faces.sample_seeds(list(range(100_000, 100_000 + count)))
+    with torch.no_grad():
+        targets = faces.synthesize(z)
+    result = invert_tensors(faces, targets)
+    values = result.psnr
+    share = float((values >= 35).float().mean())
+    inside = z.norm(dim=1) <= 10
+    report(f"unseen seeds on dcgan-faces ({count} seeds 100000…, default options, no restarts)", [
+        ("PSNR ≥ 35 dB (goal ≥ 90 %)", f"{share:.0%}"),
+        ("PSNR median / 10th percentile / min", f"{float(values.median()):.1f} / "
+         f"{float(values.quantile(0.1)):.1f} / {float(values.min()):.1f} dB"),
+        ("seeds with ‖z*‖ > √100 (outside the ball)", f"{int((~inside).sum())}, of which ≥ 35 dB: "
+         f"{int((values[~inside] >= 35).sum())}"),
+        ("time, images/s", f"{result.seconds:.0f} s, {count / result.seconds:.2f}")],
+        as_json={"share_35db": share, "psnr": [round(float(v), 2) for v in values]})
+
+
+def _child_batch(mode: str, count: int, steps: int) -> None:
+    """One fresh process: ``batched`` or ``loop`` inversion of ``count`` unseen seeds (for peak memory)."""
+    faces = _faces()
+    with torch.no_grad():
+        targets = faces.synthesize(faces.sample_seeds(list(range(200_000, 200_000 + count))))
+    started = time.perf_counter()
+    if mode == "batched":
+        results = [invert_tensors(faces, targets, steps=steps, batch_size=count)]
+    else:
+        results = [invert_tensors(faces, targets[k:k + 1], steps=steps, seed=k) for k in range(count)]
+    seconds = time.perf_counter() - started
+    error = torch.cat([r.error for r in results])
+    print(json.dumps({"seconds": seconds, "error": error.tolist(), "psnr": torch.cat([r.psnr for r in results]).tolist()}))
+
+
+def bench_batch(count: int = 16, steps: int = 100) -> None:
+    figures = {}
+    for mode in ("batched", "loop"):
+        peak, out = peak_rss_mib([sys.executable, "-m", "benchmarks.bench_inversion", "--child", mode,
+                                  str(count), str(steps)])
+        figures[mode] = {**json.loads(out.strip().splitlines()[-1]), "peak_mib": peak}
+    batched, loop = figures["batched"], figures["loop"]
+    same = np.allclose(batched["psnr"], loop["psnr"], atol=0.5)
+    report(f"batch against per-image loop ({count} unseen seeds, {steps} steps each)", [
+        ("batched: images/s, peak RSS", f"{count / batched['seconds']:.3f}, {batched['peak_mib']:.0f} MiB"),
+        ("loop: images/s, peak RSS", f"{count / loop['seconds']:.3f}, {loop['peak_mib']:.0f} MiB"),
+        ("speed-up (goal ≥ 3×)", f"{loop['seconds'] / batched['seconds']:.2f}×"),
+        ("median PSNR batched / loop (equal error?)", f"{np.median(batched['psnr']):.2f} / "
+         f"{np.median(loop['psnr']):.2f} dB ({'equal within 0.5 dB per image' if same else 'NOT equal'})")],
+        as_json={"speedup": loop["seconds"] / batched["seconds"], **figures})
+
+
+def bench_lord(steps: int = 300) -> None:
+    faces = _faces()
+    targets = _photos()
+    rows, figures = [], {}
+    for name, options in (("default", {}), ("no latent noise", {"latent_noise": 0.0}),
+                          ("latent noise 0.6", {"latent_noise": 0.6}), ("penalty 0.01", {"penalty": 0.01}),
+                          ("penalty 0.1", {"penalty": 0.1})):
+        result = invert_tensors(faces, targets, steps=steps, **options)
+        edit = editability(faces, result.latents, space="z")
+        figures[name] = {"psnr": float(result.psnr.mean()), "ms_ssim": float(result.ms_ssim.mean()), **edit["inverted"]}
+        rows.append((name, f"PSNR {figures[name]['psnr']:.2f} dB, MS-SSIM {figures[name]['ms_ssim']:.3f}, edit "
+                     f"correlation {edit['inverted']['correlation']:.2f} (sampled {edit['sampled']['correlation']:.2f}), "
+                     f"magnitude {edit['inverted']['magnitude']:.2f}, prior distance {edit['inverted']['prior_distance']:.2f}"))
+    report(f"LORD's regularisation on six crops of the photo ({steps} steps)", rows, as_json=figures)
+
+
+def bench_losses(steps: int = 300) -> None:
+    faces = _faces()
+    with torch.no_grad():
+        seeds = faces.synthesize(faces.sample_seeds(list(range(300_000, 300_008))))
+    targets = torch.cat([_photos(), seeds])
+    rows, figures = [], {}
+    for loss in ("mse", "multiscale", "ms-ssim", "multiscale+ms-ssim", "mse+ms-ssim"):
+        result = invert_tensors(faces, targets, steps=steps, loss=loss)
+        figures[loss] = {"photo_psnr": float(result.psnr[:6].mean()), "photo_ms_ssim": float(result.ms_ssim[:6].mean()),
+                         "seed_psnr_median": float(result.psnr[6:].median()),
+                         "seeds_35db": int((result.psnr[6:] >= 35).sum())}
+        rows.append((loss, f"photos PSNR {figures[loss]['photo_psnr']:.2f} dB, MS-SSIM "
+                     f"{figures[loss]['photo_ms_ssim']:.3f}; seeds median {figures[loss]['seed_psnr_median']:.1f} dB, "
+                     f"{figures[loss]['seeds_35db']}/8 ≥ 35 dB"))
+    report(f"losses ({steps} steps, six photo crops and 8 unseen seeds)", rows, as_json=figures)
+
+
+def _soft_class_inversion(eyes, targets: torch.Tensor, steps: int, seed: int = 0):
+    """The alternative not taken: z and class logits optimised together, the DCGAN's one-hot input
+    replaced by softmax(logits) (the eyes net reads [z, one-hot] as its input). Returns (argmax classes,
+    PSNR when re-rendered with the argmax class)."""
+    model = space_model(eyes, "z")
+    count = targets.shape[0]
+    z = model.screen(targets, mse, candidates=64, seed=seed, classes=torch.zeros(count, dtype=torch.long))
+    z.requires_grad_(True)
+    logits = torch.zeros(count, eyes.num_classes, requires_grad=True)
+    adam = torch.optim.Adam([z, logits], lr=0.1)
+    schedule = Schedule(steps, 0.1, 0.05, 0.25, 0.3)
+    network = eyes._inference  # the adapter's folded network, fed [z, soft one-hot]
+    for step in range(steps):
+        for group in adam.param_groups:
+            group["lr"] = schedule.lr_at(step)
+        noisy = z + schedule.noise_at(step) * torch.randn_like(z)
+        images = network(torch.cat([noisy, logits.softmax(1)], 1)[:, :, None, None])
+        loss = (images - targets).square().flatten(1).mean(1).sum()
+        adam.zero_grad()
+        loss.backward()
+        adam.step()
+        with torch.no_grad():
+            model.project(z)
+    found = logits.argmax(1)
+    with torch.no_grad():
+        images = eyes.synthesize(z.detach(), classes=found)
+    return found, psnr(images, targets)
+
+
+def bench_classes(count: int = 8, steps: int = 150) -> None:
+    eyes = latentdirs.load_generator("dcgan-eyes", device="cpu")
+    torch.set_num_threads(2)
+    truth = torch.arange(count) % eyes.num_classes
+    with torch.no_grad():
+        targets = eyes.synthesize(eyes.sample_seeds(list(range(400_000, 400_000 + count))), classes=truth)
+    started = time.perf_counter()
+    best = invert_tensors(eyes, targets, steps=steps, loss="mse")
+    best_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    soft_classes, soft_psnr = _soft_class_inversion(eyes, targets, steps)
+    soft_seconds = time.perf_counter() - started
+    hits = sum(int(c == t) for c, t in zip(best.classes, truth.tolist()))
+    soft_hits = int((soft_classes == truth).sum())
+    report(f"class of dcgan-eyes images ({count} seeds, one per class, {steps} steps, MSE)", [
+        ("best of the classes (default)", f"{hits}/{count} classes, PSNR median {float(best.psnr.median()):.1f} dB, "
+         f"{best_seconds:.0f} s"),
+        ("soft class vector", f"{soft_hits}/{count} classes, PSNR median {float(soft_psnr.median()):.1f} dB "
+         f"(re-rendered with its argmax class), {soft_seconds:.0f} s")],
+        as_json={"best_of_classes": {"hits": hits, "psnr": best.psnr.tolist(), "seconds": best_seconds},
+                 "soft": {"hits": soft_hits, "psnr": soft_psnr.tolist(), "seconds": soft_seconds}})
+
+
+SECTIONS = {"photo": bench_photo, "seeds": bench_seeds, "batch": bench_batch, "lord": bench_lord,
+            "losses": bench_losses, "classes": bench_classes}
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--child"]:
+        _child_batch(argv[1], int(argv[2]), int(argv[3]))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (set to 2)")
+    for name in argv or list(SECTIONS):
+        SECTIONS[name]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
