@@ -21,7 +21,8 @@ class _SpecType(click.ParamType):
         if not isinstance(value, str):
             return value
         try:
-            return self._parse(value, param=f"--{param.name.replace('_', '-')}" if param else self.name)
+            flag = max(param.opts, key=len) if param is not None and param.opts else None
+            return self._parse(value, param=flag or self.name)
         except SpecError as error:
             self.fail(str(error), param, ctx)
 

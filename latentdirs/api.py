@@ -9,7 +9,7 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any, Callable
 
-from latentdirs.directions import Directions
+from latentdirs.directions import Directions, creation_time
 from latentdirs.errors import PluginError, as_finite, as_whole, check_seed, invalid
 from latentdirs.registry import check_options, get_method
 
@@ -30,6 +30,7 @@ def discover(generator: GeneratorAdapter, method: str, **options: Any) -> Direct
     options = check_option_types(function, options, param=f"{method} option")
     if "seed" in options:
         options["seed"] = check_seed(f"{method} option seed", options["seed"])
+    creation_time()  # a malformed SOURCE_DATE_EPOCH fails now, not after a long run
     directions = function(generator, **options)
     if not isinstance(directions, Directions):  # a plugin broke the contract
         raise invalid(f"method {method!r}", type(directions).__name__, "a Directions object (the method contract)",

@@ -42,7 +42,21 @@ def canonical_signs(vectors: torch.Tensor) -> torch.Tensor:
     return vectors * signs
 
 
-class Directions:
+class GeneratorStamped:
+    """The generator identity a file's JSON header records (direction, latents and encoder files)."""
+
+    meta: dict[str, Any]
+
+    @property
+    def generator_spec(self) -> str | None:
+        return (self.meta.get("generator") or {}).get("spec")
+
+    @property
+    def fingerprint(self) -> str | None:
+        return (self.meta.get("generator") or {}).get("fingerprint")
+
+
+class Directions(GeneratorStamped):
     """Ordered unit directions in one latent space of one generator, with their provenance.
 
     Attributes:
@@ -129,14 +143,6 @@ class Directions:
     def labels(self) -> dict[int, str]:
         """Direction index → human label (only labelled directions)."""
         return {int(k): v for k, v in self.meta.get("labels", {}).items()}
-
-    @property
-    def generator_spec(self) -> str | None:
-        return (self.meta.get("generator") or {}).get("spec")
-
-    @property
-    def fingerprint(self) -> str | None:
-        return (self.meta.get("generator") or {}).get("fingerprint")
 
     @property
     def method_name(self) -> str | None:

@@ -20,7 +20,6 @@ every value is finite.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import torch
 
 from latentdirs.atomic import write_bytes_atomic
+from latentdirs.directions import GeneratorStamped, creation_time
 from latentdirs.errors import FingerprintMismatchError, InvalidValueError, LatentDirsError, NotSupportedError, invalid
 from latentdirs.version import __version__
 
@@ -55,20 +55,7 @@ class LatentsFileError(LatentDirsError, ValueError):
     """A latents file is unreadable, corrupt, inconsistent, or of a schema this version cannot read."""
 
 
-def creation_time() -> str:
-    """Now as ISO-8601 UTC (seconds); with ``SOURCE_DATE_EPOCH`` set, that instant instead (reproducible files)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is None or not epoch.strip():
-        moment = _dt.datetime.now(_dt.timezone.utc)
-    else:
-        if not epoch.strip().isdigit():
-            raise invalid("SOURCE_DATE_EPOCH", epoch, "a whole number of seconds since 1970-01-01 UTC",
-                          "Fix or unset the environment variable")
-        moment = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
-    return moment.isoformat(timespec="seconds")
-
-
-class Latents:
+class Latents(GeneratorStamped):
     """Latents of images (inverted photos, usually) in one space of one generator, with their provenance.
 
     Attributes:
@@ -181,14 +168,6 @@ class Latents:
     @property
     def truncation(self) -> float | None:
         return self.meta.get("truncation")
-
-    @property
-    def generator_spec(self) -> str | None:
-        return (self.meta.get("generator") or {}).get("spec")
-
-    @property
-    def fingerprint(self) -> str | None:
-        return (self.meta.get("generator") or {}).get("fingerprint")
 
     def source(self, position: int) -> PhotoRecord | None:
         """Row ``position``'s source photo (its ``rows[k]["source"]``, validated), or None when not recorded."""
