@@ -173,11 +173,13 @@ def _register_commands() -> None:
     from latentdirs.cli.edit import edit_command
     from latentdirs.cli.evaluate import evaluate_command
     from latentdirs.cli.measure import measure_command
+    from latentdirs.cli.train_encoder import train_encoder_command
 
     cli.add_command(discover_command)
     cli.add_command(edit_command)
     cli.add_command(measure_command)
     cli.add_command(evaluate_command)
+    cli.add_command(train_encoder_command)
 
 
 _register_commands()

@@ -31,6 +31,8 @@ class CheckpointEntry:
     resolution: int
     notes: str = ""
     curated_directions: tuple[str, ...] = ()
+    #: for weights trained here and shipped in checkpoints/: the command that reproduces them
+    recipe: str = ""
 
 
 @lru_cache(maxsize=1)

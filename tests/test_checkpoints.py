@@ -18,6 +18,18 @@ def test_catalogue_checksums_match_installed_wheels():
             assert sha256_of(path) == entry.sha256, entry.name
 
 
+def test_shipped_weights_match_their_checksums():
+    from latentdirs.catalogue import checkpoints_dir
+
+    shipped = [entry for entry in catalogue().values() if entry.package is None and entry.file]
+    assert shipped, "the catalogue lists the weights trained here"
+    for entry in shipped:
+        path = checkpoints_dir() / entry.file
+        assert path.stat().st_size <= 4 * 1024 * 1024, f"{entry.name}: shipped files stay within 4 MiB"
+        assert sha256_of(path) == entry.sha256, entry.name
+        assert entry.recipe, f"{entry.name}: a shipped file says how to reproduce it"
+
+
 def test_curated_files_match_a_fresh_sefa_and_carry_labels(faces, eyes):
     for generator in (faces, eyes):
         name = catalogue()[generator.spec].curated_directions[0]
