@@ -50,7 +50,7 @@ def evaluate_command(files: tuple[Path, ...], generator_spec: str | None,
                        device=device, seed=seed, top=top, pairs=pairs, epochs=epochs, vp_seeds=vp_seeds,
                        strength=strength)
     click.echo(json.dumps(results, indent=1) if as_json else markdown(results))
-    if report is not None:
+    if report is not None and results["generators"]:  # no report of nothing: a failed run writes no files
         click.echo(f"report: {write_report(results, report)}", err=True)
     if results["errors"]:  # the report above lists each failure with its reason
         click.secho(f"Error: {len(results['errors'])} of {len(files)} files could not be evaluated", err=True,

@@ -97,3 +97,11 @@ def test_import_refuses_to_overwrite_its_source(cli_runner, tmp_path):
     before = source.read_bytes()
     result = invoke(cli_runner, "import", source, "-g", "synthetic", "--device", "cpu", "-o", source)
     assert result.exit_code == 1 and "--out" in result.output and source.read_bytes() == before
+
+
+def test_evaluate_of_only_broken_files_writes_no_report(cli_runner, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a direction file")
+    result = invoke(cli_runner, "evaluate", broken, "--device", "cpu", "--report", tmp_path / "report")
+    assert result.exit_code == 1 and "could not be evaluated" in result.output
+    assert not (tmp_path / "report").exists()
