@@ -26,7 +26,7 @@ from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, terminal_safe
 @click.option("--class", "classes", multiple=True, metavar="NAME|ID",
               help="Conditional generators: a class to search (repeatable; one = fixed)  [default: all]")
 @click.option("--latent-noise", type=click.FloatRange(min=0), default=None,
-              help="Initial latent noise std (prior units, annealed to 0)  [default: 0.3 in z, 0.05·√D in w]")
+              help="Initial latent noise std (prior units, annealed to 0)  [default: 0 in z, 0.05·√D in w]")
 @click.option("--penalty", type=click.FloatRange(min=0), default=None,
               help="Weight of the L2 activation penalty on the latent  [default: 0]")
 @click.option("--no-noise-maps", is_flag=True, help="StyleGAN2 w/w+: do not optimise the per-layer noise maps.")

@@ -87,6 +87,8 @@ BUILTIN_GENERATORS: dict[str, GeneratorFamily] = {entry.name: entry for entry in
                     "conditional DCGAN, 128 px eyes, 8 colours (embedded)"),
     GeneratorFamily("synthetic", "latentdirs.generators.synthetic:load_synthetic", False,
                     "procedural sprite with known factor directions"),
+    GeneratorFamily("shapes-dcgan", "latentdirs.generators.shapes:load_shapes_dcgan", False,
+                    "DCGAN, 64 px scenes of one object with known factors (trained here, partly)"),
     GeneratorFamily("biggan", "latentdirs.generators.biggan:load_biggan", True,
                     "biggan:biggan-deep-128|256|512 or biggan:DIR (config.json + pytorch_model.bin)",
                     example="biggan-deep-128"),

@@ -48,6 +48,7 @@ FAMILY_FIXTURES: dict[str, Callable[[pytest.FixtureRequest], GeneratorAdapter]] 
     "dcgan-faces": _session_fixture("faces"),
     "dcgan-eyes": _session_fixture("eyes"),
     "synthetic": _session_fixture("synthetic"),
+    "shapes-dcgan": lambda request: load_generator("shapes-dcgan", device="cpu"),
     "biggan": _biggan,
     "stylegan2": _stylegan2,
     "module": _module,
