@@ -40,7 +40,7 @@ from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, terminal_safe
               help="Direction file for the editability measure  [default: SeFa's first 5, computed]")
 @click.option("--no-editability", is_flag=True, help="Skip the editability measure.")
 @click.option("--grid", "grid_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Side-by-side grid (input | reconstruction)  [default: OUT with suffix .png]")
+              help="Side-by-side grid (input | reconstruction)  [default: OUT's name + -grid.png]")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
               help="Generator option (e.g. noise_mode=const for stylegan2:); repeatable.")
@@ -76,7 +76,7 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     from latentdirs.registry import generator_from_record
     from latentdirs.specs import split_generator_spec
 
-    grid_path = grid_path or out.with_suffix(".png")
+    grid_path = grid_path or out.with_name(f"{out.stem}-grid.png")
     inputs = [*images, *collect_images(list(images))[0], encoder, directions_path,
               split_generator_spec(generator_spec)[1], *(v for _, v in generator_options)]
     named = [v for v in inputs if isinstance(v, (str, Path)) and str(v)]

@@ -172,6 +172,7 @@ def _register_commands() -> None:
     from latentdirs.cli.discover import discover_command
     from latentdirs.cli.edit import edit_command
     from latentdirs.cli.evaluate import evaluate_command
+    from latentdirs.cli.invert import invert_command
     from latentdirs.cli.measure import measure_command
     from latentdirs.cli.train_encoder import train_encoder_command
 
@@ -179,6 +180,7 @@ def _register_commands() -> None:
     cli.add_command(edit_command)
     cli.add_command(measure_command)
     cli.add_command(evaluate_command)
+    cli.add_command(invert_command)
     cli.add_command(train_encoder_command)
 
 

@@ -264,18 +264,16 @@ class SpaceModel:
         return self.centre.expand(count, *self.shape).clone()
 
     def screen(self, targets: torch.Tensor, loss: PerImageLoss, *, candidates: int, seed: int,
-               classes: torch.Tensor | None = None, chunk: int = 64) -> torch.Tensor:
-        """For each target ``[N, C, H, W]``, the best of ``candidates`` prior samples (seeded, inside the
-        constraint) by ``loss`` under that row's class — forward passes only; ``[N, *shape]``.
-
-        Not restarts: one start per image, found by rendering each candidate once per class present.
+               classes: torch.Tensor | None = None, keep: int = 1, chunk: int = 64) -> torch.Tensor:
+        """For each target ``[N, C, H, W]``, the ``keep`` best of ``candidates`` prior samples (seeded,
+        inside the constraint) by ``loss`` under that row's class, best first — forward passes only;
+        ``[N, keep, *shape]``. Each candidate is rendered once per class present.
         """
         with torch.no_grad():
             pool = self.generator.sample(candidates, seed=seed, space=self.name)
             if self.project is not None:
                 self.project(pool)
-            best = torch.full((targets.shape[0],), math.inf, device=targets.device)
-            chosen = torch.zeros(targets.shape[0], dtype=torch.long, device=targets.device)
+            scores = torch.empty(targets.shape[0], candidates, device=targets.device)
             ids = [None] if classes is None or not self.conditional else sorted(set(classes.tolist()))
             for class_id in ids:
                 rows = torch.arange(targets.shape[0], device=targets.device) if class_id is None else \
@@ -285,10 +283,8 @@ class SpaceModel:
                     label = None if class_id is None else torch.full((len(part),), class_id, device=pool.device)
                     images = self.render(part, None, label)
                     for k in range(len(part)):
-                        value = loss(images[k:k + 1].expand(len(rows), -1, -1, -1), targets[rows])
-                        better = value < best[rows]
-                        best[rows[better]] = value[better]
-                        chosen[rows[better]] = first + k
+                        scores[rows, first + k] = loss(images[k:k + 1].expand(len(rows), -1, -1, -1), targets[rows])
+            chosen = scores.topk(min(keep, candidates), dim=1, largest=False).indices  # [N, keep]
             return pool[chosen.to(pool.device)].clone()
 
     def render(self, latents: torch.Tensor, noise: list[torch.Tensor] | None,

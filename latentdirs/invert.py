@@ -3,12 +3,15 @@
 Images (files, directories, globs through :mod:`latentdirs.photos`, or a tensor ``[N, 3, R, R]`` in
 [−1, 1]) are inverted in batches by the core of :mod:`latentdirs.inversion`:
 
-1. **Start.** The prior's mean (``z = 0``; StyleGAN2 ``w_avg``), or an encoder's prediction
+1. **Start.** z spaces: the :data:`STARTS` best of :data:`START_CANDIDATES` prior samples by the loss
+   (forward passes only; z = 0 is useless there: a DCGAN's ReLUs are all off near 0, zero gradient),
+   searched together (2.); StyleGAN2 ``w``/``w+``: ``w_avg``; or an encoder's prediction
    (:class:`latentdirs.encoder.Encoder`; ``steps=0`` is encoder-only inversion).
-2. **Class** (conditional generators, in spaces whose rendering takes a class): *the best of the
-   classes*. Every candidate class (all classes, or those given; with a conditional encoder its
-   :data:`ENCODER_CANDIDATES` most probable) is optimised alongside for the first ``class_search`` of
-   the steps; then each image keeps its best class (lowest loss) and goes on alone. The class found
+2. **Search, and the class** (conditional generators, in spaces whose rendering takes a class): *the
+   best of the classes*. Every candidate class (all classes, or those given; with a conditional encoder
+   its :data:`ENCODER_CANDIDATES` most probable), each with its own screened starts, is optimised
+   alongside for the first ``search`` of the steps; then each image keeps its best row (lowest loss)
+   and goes on alone. The class found
    is a real class: the photo re-renders under another class with the same content (LORD's
    class/content split). A soft class vector was measured against it (docs/inversion.md, "Measured").
 3. **Optimisation.** Adam with a learning-rate ramp-up and cosine ramp-down, latent noise annealed to
@@ -28,7 +31,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -60,16 +62,19 @@ LATENT_NOISE_W_FRACTION = 0.05
 PENALTY = 0.0
 #: weight of the noise maps' autocorrelation penalty (NVlabs' reg_noise_weight)
 NOISE_PENALTY = 1e5
-#: fraction of the steps for which all candidate classes are optimised before each image keeps its best
-CLASS_SEARCH = 0.2
+#: fraction of the steps for which all candidates (classes, starts) are optimised before each image keeps its best
+SEARCH = 0.2
 #: the most candidate classes searched without an explicit list
 MAX_CLASS_CANDIDATES = 64
 #: candidates taken from a conditional encoder's class probabilities
 ENCODER_CANDIDATES = 3
 #: images per batch
 BATCH_SIZE = 32
-#: z spaces: prior samples screened (forward passes only) for each image's start
+#: z spaces: prior samples screened (forward passes only) for each image's starts
 START_CANDIDATES = 64
+#: z spaces: the best screened starts optimised together during the search, the best kept (a single
+#: screened start stalled near 20 dB on 16 % of unseen dcgan-faces seeds; docs/inversion.md "Measured")
+STARTS = 4
 #: editability: SeFa directions measured (when no directions are given), sampled latents, strength
 EDIT_DIRECTIONS, EDIT_SAMPLES, EDIT_STRENGTH = 5, 32, 3.0
 
@@ -86,10 +91,11 @@ class InversionOptions:
     penalty: float = PENALTY
     noise_maps: bool = False
     noise_penalty: float = NOISE_PENALTY
-    class_search: float = CLASS_SEARCH
+    search: float = SEARCH
     batch_size: int = BATCH_SIZE
     seed: int = 0
     start_candidates: int = START_CANDIDATES
+    starts: int = STARTS
     rampup: float = RAMPUP
     rampdown: float = RAMPDOWN
     noise_ramp: float = NOISE_RAMP
@@ -111,16 +117,17 @@ def default_latent_noise(model: SpaceModel) -> float:
 def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, steps: int = STEPS, lr: float = LR,
                       loss: str = DEFAULT_LOSS, latent_noise: float | None = None, penalty: float = PENALTY,
                       noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
-                      class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE,
-                      seed: int = 0, start_candidates: int = START_CANDIDATES) -> tuple[InversionOptions, SpaceModel]:
+                      search: float = SEARCH, batch_size: int = BATCH_SIZE,
+                      seed: int = 0, start_candidates: int = START_CANDIDATES,
+                      starts: int = STARTS) -> tuple[InversionOptions, SpaceModel]:
     """Check every option against ``generator`` and fill the family defaults; see :func:`invert`."""
     chosen = generator.space(space).name
     steps, batch_size = check_count("steps", steps, 0), check_count("batch_size", batch_size)
     lr, penalty = check_positive("lr", lr), check_positive("penalty", penalty, zero=True)
     noise_penalty = check_positive("noise_penalty", noise_penalty, zero=True)
-    search = as_finite(class_search)
+    search = as_finite(search)
     if search is None or not 0 < search <= 1:
-        raise invalid("class_search", class_search, "a fraction of the steps in (0, 1]")
+        raise invalid("search", search, "a fraction of the steps in (0, 1]")
     if noise_maps is not None and not isinstance(noise_maps, bool):
         raise invalid("noise_maps", noise_maps, "True, False or None (StyleGAN2 w/w+: True)")
     spec = parse_loss(loss).spec
@@ -133,8 +140,10 @@ def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, 
                                                                                    zero=True)
     options = InversionOptions(space=chosen, steps=steps, lr=lr, loss=spec, latent_noise=noise, penalty=penalty,
                                noise_maps=bool(model.noise_resolutions), noise_penalty=noise_penalty,
-                               class_search=search, batch_size=batch_size, seed=check_seed("seed", seed),
-                               start_candidates=check_count("start_candidates", start_candidates, 1, 65536))
+                               search=search, batch_size=batch_size, seed=check_seed("seed", seed),
+                               start_candidates=check_count("start_candidates", start_candidates, 1, 65536),
+                               starts=check_count("starts", starts, 1, max(1, check_count("start_candidates",
+                                                                                          start_candidates, 1))))
     return options, model
 
 
@@ -226,8 +235,9 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
                    steps: int = STEPS, lr: float = LR, loss: str = DEFAULT_LOSS, classes: Any = None,
                    encoder: "Encoder | str | os.PathLike[str] | None" = None, latent_noise: float | None = None,
                    penalty: float = PENALTY, noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
-                   class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE, seed: int = 0,
-                   start_candidates: int = START_CANDIDATES, init: torch.Tensor | None = None,
+                   search: float = SEARCH, batch_size: int = BATCH_SIZE, seed: int = 0,
+                   start_candidates: int = START_CANDIDATES, starts: int = STARTS,
+                   init: torch.Tensor | None = None,
                    progress: Callable[[int, int], None] | None = None) -> InversionResult:
     """Invert ``images [N, 3, R, R]`` (in [−1, 1]) into ``space``; see :func:`invert` for the options.
 
@@ -235,8 +245,9 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
     """
     options, model = inversion_options(generator, space=space, steps=steps, lr=lr, loss=loss,
                                        latent_noise=latent_noise, penalty=penalty, noise_maps=noise_maps,
-                                       noise_penalty=noise_penalty, class_search=class_search,
-                                       batch_size=batch_size, seed=seed, start_candidates=start_candidates)
+                                       noise_penalty=noise_penalty, search=search,
+                                       batch_size=batch_size, seed=seed, start_candidates=start_candidates,
+                                       starts=starts)
     targets = _check_targets(generator, images)
     count = targets.shape[0]
     if init is not None and (not isinstance(init, torch.Tensor) or tuple(init.shape) != (count, *model.shape)):
@@ -249,7 +260,8 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
     starts, encoder_info = _starts(model, targets, encoder_model, init)
     if encoder_model is not None and encoder_model.conditional and classes is None and candidates is not None:
         candidates = _encoder_candidates(encoder_model, targets)
-    total = _total_steps(options, count, candidates)
+    several = options.starts if starts is None and model.screened and options.steps else 1
+    total = _total_steps(options, count, candidates, several)
     done = 0
 
     def advance(steps_taken: int) -> None:
@@ -311,15 +323,14 @@ def _encoder_candidates(encoder: "Encoder", targets: torch.Tensor) -> list[list[
 
 
 def _search_steps(options: InversionOptions) -> int:
-    return max(1, round(options.class_search * options.steps)) if options.steps else 0
+    return max(1, round(options.search * options.steps)) if options.steps else 0
 
 
-def _total_steps(options: InversionOptions, count: int, candidates: list[list[int]] | None) -> int:
-    """Image-steps of the whole run (during a class search, each candidate row counts)."""
-    if candidates is None:
-        return options.steps * count
+def _total_steps(options: InversionOptions, count: int, candidates: list[list[int]] | None, several: int) -> int:
+    """Row-steps of the whole run (during the search, each candidate class and start counts)."""
     search = _search_steps(options)
-    return sum(len(c) * search + (options.steps - search) for c in candidates)
+    widths = [len(c) * several for c in candidates] if candidates is not None else [several] * count
+    return sum(w * search + (options.steps - search) if w > 1 else options.steps for w in widths)
 
 
 def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor | None,
@@ -333,12 +344,19 @@ def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor
     if candidates is not None:  # one row per (image, candidate class)
         owner = torch.tensor([k for k, ids in enumerate(candidates) for _ in ids])
         class_ids = torch.tensor([c for ids in candidates for c in ids], device=targets.device)
-    noise = model.start_noise(len(owner), seed) if options.noise_maps else None
     rows = targets[owner.to(targets.device)]
-    if starts is None:  # z spaces: each row's best prior sample under its class
-        begin = model.screen(rows, loss, candidates=options.start_candidates, seed=seed, classes=class_ids)
+    if starts is None:  # z spaces: each (image, class) row's best prior samples under its class
+        several = options.starts if options.steps else 1
+        begin = model.screen(rows, loss, candidates=options.start_candidates, seed=seed, classes=class_ids,
+                             keep=several)
+        several = begin.shape[1]
+        begin = begin.flatten(0, 1)
+        owner = owner.repeat_interleave(several)
+        rows = rows.repeat_interleave(several, 0)
+        class_ids = None if class_ids is None else class_ids.repeat_interleave(several)
     else:
         begin = starts[owner.to(starts.device)]
+    noise = model.start_noise(len(owner), seed) if options.noise_maps else None
     inversion = Inversion(model.render, begin, rows, loss,
                           options.schedule(), classes=class_ids, project=model.project, centre=model.centre,
                           scale=model.scale, penalty=options.penalty, noise=noise,
@@ -380,8 +398,8 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
            *, space: str | None = None, steps: int = STEPS, lr: float = LR, loss: str = DEFAULT_LOSS,
            classes: Any = None, encoder: "Encoder | str | os.PathLike[str] | None" = None,
            latent_noise: float | None = None, penalty: float = PENALTY, noise_maps: bool | None = None,
-           noise_penalty: float = NOISE_PENALTY, class_search: float = CLASS_SEARCH, batch_size: int = BATCH_SIZE,
-           seed: int = 0, crop: str | None = None, allow_upscale: bool = False,
+           noise_penalty: float = NOISE_PENALTY, search: float = SEARCH, batch_size: int = BATCH_SIZE,
+           seed: int = 0, start_candidates: int = START_CANDIDATES, starts: int = STARTS, crop: str | None = None, allow_upscale: bool = False,
            directions: "Directions | str | os.PathLike[str] | None | bool" = None,
            progress: Callable[[int, int], None] | None = None) -> "Latents":
     """Invert photos (or images) into ``generator``'s latent space; returns a :class:`~latentdirs.latent_file.Latents`.
@@ -403,18 +421,19 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
         penalty: weight of the L2 activation penalty on the prior-standardised latent (default 0).
         noise_maps: StyleGAN2 w/w+: optimise the per-layer noise maps too (default True there).
         noise_penalty: weight of their autocorrelation penalty.
-        class_search: fraction of the steps all candidate classes are optimised before each image keeps its best.
+        search: fraction of the steps all candidates (classes; in z spaces the ``starts`` best of
+            ``start_candidates`` screened prior samples) are optimised together before each image keeps its best.
+        start_candidates, starts: z spaces: prior samples screened, and how many of the best are searched.
         batch_size: images optimised together. seed: the latent noise and the noise maps' start.
         directions: for the editability measure (:func:`editability`): a direction file or
             :class:`Directions`; None: SeFa's first :data:`EDIT_DIRECTIONS` where the generator allows
             it; False: not measured.
         progress: ``progress(done, total)`` in image-steps.
     """
-    from latentdirs.latent_file import Latents
-
     options, _ = inversion_options(generator, space=space, steps=steps, lr=lr, loss=loss, latent_noise=latent_noise,
                                    penalty=penalty, noise_maps=noise_maps, noise_penalty=noise_penalty,
-                                   class_search=class_search, batch_size=batch_size, seed=seed)
+                                   search=search, batch_size=batch_size, seed=seed,
+                                   start_candidates=start_candidates, starts=starts)
     if options.steps == 0 and encoder is None:
         raise invalid("steps", 0, "≥ 1, or 0 together with an encoder (encoder-only inversion)",
                       "Give --encoder FILE, or --steps N")
@@ -423,8 +442,9 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
     result = invert_tensors(generator, targets, space=options.space, steps=options.steps, lr=options.lr,  # type: ignore[arg-type]
                             loss=options.loss, classes=classes, encoder=encoder, latent_noise=options.latent_noise,
                             penalty=options.penalty, noise_maps=options.noise_maps,
-                            noise_penalty=options.noise_penalty, class_search=options.class_search,
-                            batch_size=options.batch_size, seed=options.seed, progress=progress)
+                            noise_penalty=options.noise_penalty, search=options.search,
+                            batch_size=options.batch_size, seed=options.seed,
+                            start_candidates=options.start_candidates, starts=options.starts, progress=progress)
     measured = None
     if directions is not False:
         measured = editability(generator, result.latents, space=options.space, classes=result.classes,

@@ -125,13 +125,11 @@ def lpips_loss(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _load_lpips() -> torch.nn.Module:
     try:
-        import lpips  # noqa: F401  (the optional extra)
+        import lpips  # the optional extra
     except ImportError:
         raise NotSupportedError("loss: 'lpips' needs the optional package lpips: pip install 'latentdirs[lpips]' "
                                 f"(or use a loss without download: {DEFAULT_LOSS})") from None
     check_lpips_weights()
-    import lpips
-
     model = lpips.LPIPS(net="alex", pretrained=True, verbose=False)
     return model.eval().requires_grad_(False)
 
