@@ -50,6 +50,8 @@ def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
     with --paste-back, the edited photos at full size.
 
     The run is all or nothing: files appear, with manifest.json, only when every image is written.
+    Under torchrun (torchrun --nproc-per-node N -m latentdirs.cli edit …) the ranks share the rows and
+    write the same files; an interrupted run resumes where it stopped (docs/scale.md).
 
     \b
     Examples:
@@ -57,15 +59,17 @@ def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
       latentdirs edit eyes.safetensors --class blue --class 6 --animate -o out/eyes
       latentdirs edit shift.safetensors --amounts -0.2:0.2:5 -o out/shift
       latentdirs edit faces.safetensors --latents me.safetensors --indices 0-3 --paste-back -o out/me
+      torchrun --nproc-per-node 4 -m latentdirs.cli edit faces.safetensors --seeds 0-99999 -o out/big
     """
     from tqdm import tqdm
 
+    from latentdirs import distributed
     from latentdirs.atomic import check_writable_directory
     from latentdirs.directions import Directions, read_header
     from latentdirs.latent_file import Latents
     from latentdirs.plan import EditPlan, LatentRows
     from latentdirs.registry import generator_from_record
-    from latentdirs.render import Output, render_edits
+    from latentdirs.render import Output, render_edits, render_edits_sharded
 
     if plan_options["alphas"] is not None and plan_options["amounts"] is not None:
         raise click.UsageError("--alphas and --amounts exclude each other; give one")
@@ -80,15 +84,27 @@ def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
     elif plan_options["seeds"] is None:
         plan_options["seeds"] = list(range(8))
     header = read_header(directions_path)
-    check_writable_directory(out, param="--out")
+    ranks = distributed.setup(device)  # None unless launched by torchrun; then each rank's own device
+    if ranks is None or ranks.is_main:  # one probe: ranks writing the same probe file would race
+        check_writable_directory(out, param="--out")
     generator = generator_from_record(header.get("generator"), spec=generator_spec, options=dict(generator_options),
-                                      device=device)
+                                      device=device if ranks is None else ranks.device)
     directions = Directions.load(directions_path)
     plan = EditPlan.build(generator, directions, **plan_options)  # validates everything before rendering
     output = Output(strips=not no_strips, animate=animate, paste_back=paste_back)
-    with tqdm(total=plan.total, unit="img", desc="edit", disable=None, file=sys.stderr) as bar:
-        manifest = render_edits(generator, directions, plan, out, output=output, batch_size=batch_size,
-                                directions_path=directions_path, progress=bar.update)
+    if ranks is not None:  # rank 0 shows its own images; rank 0 alone reports the run
+        with tqdm(unit="img", desc=f"edit, rank 0 of {ranks.world_size}", disable=None if ranks.is_main else True,
+                  file=sys.stderr) as bar:
+            manifest = render_edits_sharded(generator, directions, plan, out, ranks, output=output,
+                                            batch_size=batch_size, directions_path=directions_path,
+                                            progress=bar.update)
+        distributed.teardown()
+        if manifest is None:
+            return
+    else:
+        with tqdm(total=plan.total, unit="img", desc="edit", disable=None, file=sys.stderr) as bar:
+            manifest = render_edits(generator, directions, plan, out, output=output, batch_size=batch_size,
+                                    directions_path=directions_path, progress=bar.update)
     grids = sum(1 for r in manifest["images"] if r["kind"] == "grid")
     click.echo(f"wrote {plan.total} images into {len(manifest['images'])} files ({grids} grids) and manifest.json "
                f"in {out}")

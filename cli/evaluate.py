@@ -28,14 +28,21 @@ MAX_PAIRS = 200_000
 @click.option("--vp-seeds", type=click.IntRange(min=1), default=2, help="VP runs averaged.")
 @click.option("--strength", type=STRENGTH_RANGE, default="3",
               help="Strengths of the VP pairs, LOW:HIGH (HIGH alone means HIGH/2:HIGH); profiles use ±HIGH, ±HIGH/2.")
+@click.option("--factors", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Direction x factor matrix: auto = on generators that read their factors (shapes-*) or know "
+                   "them (synthetic); yes = required.")
+@click.option("--factor-samples", type=click.IntRange(min=2, max=MAX_PAIRS), default=64, show_default=True,
+              help="Latents per direction for the factor matrix.")
+@click.option("--factor-step", type=click.FloatRange(min=0, min_open=True, max=1e6), default=1.0, show_default=True,
+              help="Latent step ±h of the factor matrix's central differences.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write a self-contained HTML report into this directory.")
 @click.option("--device", type=DEVICE, default="auto")
 def evaluate_command(files: tuple[Path, ...], generator_spec: str | None,
                      generator_options: tuple[tuple[str, Any], ...], seed: int, top: int, pairs: int, epochs: int,
-                     vp_seeds: int, strength: tuple[float, float], as_json: bool, report: Path | None,
-                     device: str) -> None:
+                     vp_seeds: int, strength: tuple[float, float], factors: str, factor_samples: int,
+                     factor_step: float, as_json: bool, report: Path | None, device: str) -> None:
     """Evaluate direction files on their generators; files of different generators are reported apart.
     Exits 1 when a file could not be evaluated (after reporting the others).
 
@@ -48,7 +55,8 @@ def evaluate_command(files: tuple[Path, ...], generator_spec: str | None,
 
     results = evaluate(list(files), generator_spec=generator_spec, generator_options=dict(generator_options),
                        device=device, seed=seed, top=top, pairs=pairs, epochs=epochs, vp_seeds=vp_seeds,
-                       strength=strength)
+                       strength=strength, factors=factors, factor_samples=factor_samples,
+                       factor_step=factor_step)
     click.echo(json.dumps(results, indent=1) if as_json else markdown(results))
     if report is not None and results["generators"]:  # no report of nothing: a failed run writes no files
         click.echo(f"report: {write_report(results, report)}", err=True)

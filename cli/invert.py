@@ -30,6 +30,11 @@ from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, terminal_safe
 @click.option("--penalty", type=click.FloatRange(min=0), default=None,
               help="Weight of the L2 activation penalty on the latent  [default: 0]")
 @click.option("--no-noise-maps", is_flag=True, help="StyleGAN2 w/w+: do not optimise the per-layer noise maps.")
+@click.option("--feature-offset/--no-feature-offset", "feature_offset", default=None,
+              help="z of DCGANs: also optimise an offset after the first layer (z edits act on it exactly; "
+                   "the latents file holds it)  [default: on where the generator has one]")
+@click.option("--offset-penalty", type=click.FloatRange(min=0), default=None,
+              help="Weight of the feature offset's L2 penalty  [default: 0.1]")
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=None,
               help="Images optimised together  [default: 32]")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, help="Seed of the latent noise and noise maps.")
@@ -49,7 +54,8 @@ from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, terminal_safe
               help="Latents file to write (.safetensors).")
 def invert_command(images: tuple[str, ...], generator_spec: str, space: str | None, steps: int | None,
                    lr: float | None, loss: str | None, encoder: Path | None, classes: tuple[str, ...],
-                   latent_noise: float | None, penalty: float | None, no_noise_maps: bool, batch_size: int | None,
+                   latent_noise: float | None, penalty: float | None, no_noise_maps: bool,
+                   feature_offset: bool | None, offset_penalty: float | None, batch_size: int | None,
                    seed: int, crop: str | None, allow_upscale: bool, directions_path: Path | None,
                    no_editability: bool, grid_path: Path | None, as_json: bool,
                    generator_options: tuple[tuple[str, Any], ...], device: str, out: Path) -> None:
@@ -87,6 +93,7 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options), device=device)
     chosen = {key: value for key, value in (("space", space), ("steps", steps), ("lr", lr), ("loss", loss),
                                             ("latent_noise", latent_noise), ("penalty", penalty),
+                                            ("feature_offset", feature_offset), ("offset_penalty", offset_penalty),
                                             ("batch_size", batch_size)) if value is not None}
     if no_noise_maps:
         chosen["noise_maps"] = False
@@ -101,9 +108,11 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
                                           progress=lambda done, total: _advance(bar, done, total), seed=seed,
                                           **{k: v for k, v in options.as_json().items()
                                              if k in ("space", "steps", "lr", "loss", "latent_noise", "penalty",
-                                                      "noise_maps", "batch_size")})
+                                                      "noise_maps", "feature_offset", "offset_penalty",
+                                                      "batch_size")})
     measured = None if no_editability else editability(
-        generator, result.latents, space=options.space, classes=result.classes, directions=directions_path)
+        generator, result.latents, space=options.space, classes=result.classes, directions=directions_path,
+        offsets=result.offsets)
     latents = latents_of(generator, result, photos=photos, editability_report=measured)
     latents.save(out)
     _save_grid(result, photos.labels, grid_path, title=f"{generator.spec} {options.space}, {options.steps} steps")
@@ -150,6 +159,8 @@ def _print_summary(report: dict[str, Any], result, measured: dict[str, Any] | No
         f"(min {summary['psnr']['min']:.2f}), MS-SSIM median {summary['ms_ssim']['median']:.3f}"))
     for image in report["images"]:
         extra = f", class {image['class']}" if "class" in image else ""
+        if "psnr_without_offset" in image:
+            extra += f", {image['psnr_without_offset']:.2f} dB without the feature offset"
         click.echo(terminal_safe(f"  {image['label']}: PSNR {image['psnr']:.2f} dB, MS-SSIM {image['ms_ssim']:.3f}, "
                                  f"prior distance {image['prior_distance']:.2f}{extra}"))
     if measured:

@@ -130,13 +130,9 @@ def label_command(directions: Path, index: int, name: str) -> None:
     Example:
       latentdirs label faces.safetensors 0 yaw
     """
-    from latentdirs.atomic import exclusive_lock
-    from latentdirs.directions import Directions
+    from latentdirs.directions import relabel
 
-    with exclusive_lock(directions):  # concurrent labellers each see the others' labels
-        loaded = Directions.load(directions)
-        loaded.set_label(index, name)
-        loaded.save(directions)
+    relabel(directions, index, name)
     click.echo(terminal_safe(f"{directions}: d{index} = {name!r}" if name else f"{directions}: d{index} unlabelled"))
 
 
@@ -172,6 +168,7 @@ def _register_commands() -> None:
     from latentdirs.cli.discover import discover_command
     from latentdirs.cli.edit import edit_command
     from latentdirs.cli.evaluate import evaluate_command
+    from latentdirs.cli.explore import explore_command
     from latentdirs.cli.invert import invert_command
     from latentdirs.cli.measure import measure_command
     from latentdirs.cli.train_encoder import train_encoder_command
@@ -182,6 +179,7 @@ def _register_commands() -> None:
     cli.add_command(evaluate_command)
     cli.add_command(invert_command)
     cli.add_command(train_encoder_command)
+    cli.add_command(explore_command)
 
 
 _register_commands()

@@ -20,11 +20,15 @@ from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTIO
 @click.option("--amounts", type=ALPHA_SPEC, default="-0.2:0.2:5", help="Requested amounts.")
 @click.option("--clamp-amounts", is_flag=True, help="Clamp amounts beyond a seed's calibrated range.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG plot here.")
+@click.option("--by", type=click.Choice(["registration", "factors", "both"]), default="registration",
+              show_default=True, help="Measure edits by registration, by the generator's factor reader "
+                                      "(shapes-*: shift-x, shift-y, zoom), or both.")
+@click.option("--per-seed", is_flag=True, help="Also print each seed's achieved amount.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--device", type=DEVICE, default="auto")
 def measure_command(directions_path: Path, generator_spec: str | None, generator_options: tuple[tuple[str, Any], ...],
-                    seeds: list[int], amounts: list[float], clamp_amounts: bool, plot: Path | None, as_json: bool,
-                    device: str) -> None:
+                    seeds: list[int], amounts: list[float], clamp_amounts: bool, by: str, per_seed: bool,
+                    plot: Path | None, as_json: bool, device: str) -> None:
     """Request each amount on each seed, measure the achieved transform by registration, and report
     mean and spread per requested amount.
 
@@ -33,21 +37,39 @@ def measure_command(directions_path: Path, generator_spec: str | None, generator
       latentdirs measure shift.safetensors --seeds 0-31 --amounts -0.2:0.2:5 --plot shift.png
     """
     from latentdirs.directions import Directions, read_header
-    from latentdirs.measure import measure_calibration, plot_accuracy
+    from latentdirs.measure import MEASURES, measure_calibration_by, plot_accuracy
     from latentdirs.registry import generator_from_record
 
     header = read_header(directions_path)
     generator = generator_from_record(header.get("generator"), spec=generator_spec,
                                       options=dict(generator_options), device=device)
     directions = Directions.load(directions_path, generator=generator)
-    rows = measure_calibration(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp_amounts)
+    ways = MEASURES if by == "both" else (by,)
+    tables = measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp_amounts,
+                                    ways=ways)
     calibration = directions.meta["calibration"]
-    if as_json:
-        click.echo(json.dumps([row.__dict__ for row in rows], indent=1))
+    if as_json:  # one list of rows per way; a single way keeps the plain list older scripts read
+        click.echo(json.dumps({way: [row.__dict__ for row in rows] for way, rows in tables.items()}
+                              if by == "both" else [row.__dict__ for row in tables[by]], indent=1))
     else:
-        click.echo(f"| requested ({calibration['units']}) | achieved mean | achieved std | seeds |")
-        click.echo("|---|---|---|---|")
-        for row in rows:
-            click.echo(f"| {row.requested:+.3f} | {row.mean:+.4f} | {row.std:.4f} | {row.count} |")
+        for way, rows in tables.items():
+            click.echo(_table(way, rows, calibration["units"], generator.resolution, per_seed))
+    rows = tables[ways[0]]
     if plot is not None:
         plot_accuracy(rows, plot, title=f"{calibration['transform']} on {generator.spec}", units=calibration["units"])
+
+
+def _table(way: str, rows, units: str, resolution: int, per_seed: bool) -> str:
+    """One markdown table of a way of measuring; shifts also show the mean error in pixels."""
+    pixels = units.startswith("fraction of")  # shift-x / shift-y: a fraction of the image side
+    lines = [f"by {way}:", "", f"| requested ({units}) | achieved mean | achieved std | mean abs error"
+             + (f" | error (px at {resolution} px)" if pixels else "") + " | seeds |",
+             "|---|---|---|---|" + ("---|" if pixels else "") + "---|"]
+    for row in rows:
+        lines.append(f"| {row.requested:+.3f} | {row.mean:+.4f} | {row.std:.4f} | {row.abs_error:.4f} | "
+                     + (f"{row.abs_error * resolution:.2f} | " if pixels else "") + f"{row.count} |")
+    if per_seed:
+        lines += ["", "| requested | " + " | ".join(f"seed {s}" for s in rows[0].seeds) + " |",
+                  "|---" * (len(rows[0].seeds) + 1) + "|"]
+        lines += [f"| {row.requested:+.3f} | " + " | ".join(f"{v:+.4f}" for v in row.values) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -222,6 +222,22 @@ class Directions(GeneratorStamped):
         return directions
 
 
+def relabel(path: str | Path, index: int, name: str) -> Directions:
+    """Name direction ``index`` of the file at ``path`` (an empty ``name`` removes the label) and rewrite
+    the file atomically; returns the rewritten directions.
+
+    The file is re-read under its exclusive lock, so labellers working at the same time (two shells,
+    the explorer's page) each keep the others' labels instead of the last writer winning.
+    """
+    from latentdirs.atomic import exclusive_lock
+
+    with exclusive_lock(path):
+        directions = Directions.load(path)
+        directions.set_label(index, name)
+        directions.save(path)
+    return directions
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
     """The validated JSON header of a direction file, without reading its tensors."""
     from safetensors import safe_open

@@ -15,7 +15,7 @@ from latentdirs.calibration import calibrated_steps_and_clamps
 from latentdirs.directions import Directions
 from latentdirs.errors import OutOfRangeError, invalid
 from latentdirs.latents import layer_mask
-from latentdirs.plan import EditPlan
+from latentdirs.plan import EditPlan, LatentRows
 
 if TYPE_CHECKING:
     from latentdirs.generators.base import GeneratorAdapter
@@ -117,22 +117,26 @@ def _batches(generator: GeneratorAdapter, directions: Directions, plan: EditPlan
              batch_size: int) -> Iterator[EditBatch]:
     vectors = directions.vectors.to(generator.device)
     base_z = plan.rows.latents(generator, plan.truncation)  # [R, z_dim], small
+    # inverted photos with feature offsets: each item renders with its row's offset [R, C, H, W]
+    offsets = plan.rows.offsets(generator) if isinstance(plan.rows, LatentRows) else None
     batch: list[tuple[int, int | None, int, float]] = []
     for job in plan.jobs():
         batch.append(job)
         if len(batch) == batch_size:
-            yield _render(generator, directions, plan, vectors, base_z, batch)
+            yield _render(generator, directions, plan, vectors, base_z, batch, offsets)
             batch = []
     if batch:
-        yield _render(generator, directions, plan, vectors, base_z, batch)
+        yield _render(generator, directions, plan, vectors, base_z, batch, offsets)
 
 
 @torch.inference_mode()
 def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, vectors: torch.Tensor,
-            base_z: torch.Tensor, batch: list[tuple[int, int | None, int, float]]) -> EditBatch:
+            base_z: torch.Tensor, batch: list[tuple[int, int | None, int, float]],
+            offsets: torch.Tensor | None = None) -> EditBatch:
     class_list = [c for _, c, _, _ in batch]
     classes = None if class_list[0] is None else torch.tensor(class_list)
-    z = base_z[[position for _, _, position, _ in batch]]
+    positions = [position for _, _, position, _ in batch]
+    z = base_z[positions]
     latents = generator.to_space(z, plan.rows.space, directions.space, truncation=plan.truncation, classes=classes)
     requested = torch.tensor([value for *_, value in batch], dtype=latents.dtype, device=latents.device)
     strengths, clamped = requested, torch.zeros(len(batch), dtype=torch.bool)
@@ -146,7 +150,8 @@ def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
     for index in dict.fromkeys(i for i, *_ in batch):  # usually one direction per batch
         rows = torch.tensor([k for k, job in enumerate(batch) if job[0] == index], device=latents.device)
         moved[rows] = shift(latents[rows], vectors, index=index, alpha=strengths[rows], layers=layers)
-    images = generator.synthesize(moved, space=directions.space, classes=classes, truncation=plan.truncation)
+    images = generator.synthesize(moved, space=directions.space, classes=classes, truncation=plan.truncation,
+                                  offsets=None if offsets is None else offsets[positions])
     applied = ([_shortest(a) for a in strengths.tolist()] if plan.strengths.calibrated
                else [value for *_, value in batch])
     items = [EditItem(index, position, class_id, value, alpha, bool(was_clamped),

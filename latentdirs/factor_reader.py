@@ -129,3 +129,41 @@ def load_factor_reader(path: str | Path | None = None, *, device: str | torch.de
         raise WeightsMismatchError(f"path: {str(path)!r} is not a factor reader ({str(error).splitlines()[0]}); "
                                    "use shapes-factor-reader.safetensors") from None
     return reader.eval().requires_grad_(False).to(resolve_device(device))
+
+
+class SceneFactorReader:
+    """What a ``shapes-*`` adapter's :meth:`~latentdirs.generators.base.GeneratorAdapter.read_factors`
+    calls: ``images [N, 3, R, R]`` in [-1, 1] → :meth:`FactorReader.read`'s dict, for any square ``R``.
+
+    The reader loads on first call (an adapter that is never asked pays nothing). Images that are not
+    64 px are resized to 64 px first (bilinear, antialiased), so a 32 px generator of the same scenes is
+    read in the same units — positions and scale are fractions of the width, whatever the resolution.
+    """
+
+    def __init__(self, *, device: str | torch.device = "cpu", path: str | Path | None = None) -> None:
+        self.device = device
+        self.path = path
+        self._reader: FactorReader | None = None
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3 \
+                or images.shape[2] != images.shape[3] or not images.is_floating_point():
+            shown = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise invalid("images", shown, "a float tensor [N, 3, R, R] in [-1, 1]")
+        if self._reader is None:
+            self._reader = load_factor_reader(self.path, device=self.device)
+        if images.shape[-1] != scenes.RESOLUTION:
+            images = torch.nn.functional.interpolate(images.detach().float(), size=scenes.RESOLUTION,
+                                                     mode="bilinear", align_corners=False, antialias=True)
+        return self._reader.read(images)
+
+
+def scene_factor_reader(device: str | torch.device = "cpu") -> SceneFactorReader:
+    """The shipped factor reader as an adapter's ``read_factors``: keep one per adapter and call it.
+
+    Usage in an adapter of renderer scenes (``shapes-dcgan``, ``shapes-stylegan2``)::
+
+        def read_factors(self, images):
+            return self._scene_factors(images)   # self._scene_factors = scene_factor_reader(self.device)
+    """
+    return SceneFactorReader(device=device)

@@ -16,6 +16,10 @@ option (:class:`Schedule`, :class:`Inversion`):
   <latentdirs.generators.stylegan2.StyleGAN2Adapter.synthesize_with_noise>`), renormalised to mean 0,
   std 1 after every step, with a multi-scale autocorrelation penalty (:func:`noise_regularisation`)
   so they stay noise and do not take over the image;
+* a feature offset (z of DCGANs, :attr:`GeneratorAdapter.feature_offset_shape
+  <latentdirs.generators.base.GeneratorAdapter.feature_offset_shape>`): ``[N, C, H, W]`` added after
+  the generator's affine first layer, joining the optimised tensors at a given step, with an L2
+  penalty — a richer space whose z edits stay exact;
 * rows can be dropped mid-run with their Adam state (:meth:`Inversion.keep`): the class search of
   conditional generators (:mod:`latentdirs.invert`) keeps each image's best class that way.
 
@@ -38,7 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +53,9 @@ from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import clamp_to_ball_
 from latentdirs.transforms import gaussian_blur, get_transform
 
-#: render(latents [N, …], noise maps or None, class ids [N] or None) → images [N, C, H, W] in [−1, 1]
-Render = Callable[[torch.Tensor, "list[torch.Tensor] | None", "torch.Tensor | None"], torch.Tensor]
+#: render(latents [N, …], noise maps or None, class ids [N] or None) → images [N, C, H, W] in [−1, 1];
+#: an :class:`Inversion` with feature offsets passes them as a fourth argument ``[N, C, H, W]``
+Render = Callable[..., torch.Tensor]
 #: per-image loss: (generated, target) → [N]
 PerImageLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: samples of a space drawn to estimate its mean and scale where the prior is not known in closed form
@@ -138,6 +143,14 @@ class Inversion:
         penalty: weight of the L2 activation penalty ``mean(((latents − centre) / scale)²)`` per image.
         noise: start noise maps ``[N, 1, R, R]`` to optimise (copied, then kept normalised), or None.
         noise_penalty: weight of :func:`noise_regularisation` of the maps.
+        offsets: start feature offsets ``[N, *feature_offset_shape]`` (usually zeros; copied), or None.
+            From step ``offset_from`` on they are optimised with the latents (the same loss, the same
+            Adam, learning rate ``offset_lr`` under the schedule's ramps) and ``render`` gets them as a
+            fourth argument; before, they enter the render as constants.
+        offset_from: the step at which the offsets join the optimised tensors.
+        offset_lr: their peak learning rate (default: the schedule's ``lr``).
+        offset_penalty: weight of their L2 penalty ``mean(r²)`` per image (LORD's activation penalty,
+            on the feature offset): what the latent can explain, the offset should not.
         seed: seeds the latent noise.
     """
 
@@ -145,23 +158,49 @@ class Inversion:
                  schedule: Schedule, *, classes: torch.Tensor | None = None,
                  project: Callable[[torch.Tensor], object] | None = None, centre: torch.Tensor | float = 0.0,
                  scale: float = 1.0, penalty: float = 0.0, noise: Sequence[torch.Tensor] | None = None,
-                 noise_penalty: float = 0.0, seed: int = 0) -> None:
+                 noise_penalty: float = 0.0, offsets: torch.Tensor | None = None, offset_from: int = 0,
+                 offset_lr: float | None = None, offset_penalty: float = 0.0, seed: int = 0) -> None:
         if init.shape[0] != targets.shape[0] or (classes is not None and classes.shape[0] != init.shape[0]):
             raise ValueError(f"Inversion: {init.shape[0]} latents for {targets.shape[0]} targets")
         self.render, self.loss, self.schedule, self.project = render, loss, schedule, project
         self.centre, self.scale, self.penalty, self.noise_penalty = centre, float(scale), float(penalty), float(noise_penalty)
         self.latents = init.detach().clone().requires_grad_(True)
         self.noise = [m.detach().clone().requires_grad_(True) for m in (noise or [])]
+        #: the feature offsets ``[N, C, H, W]`` (optimised from ``offset_from``), or None
+        self.offsets = None if offsets is None else offsets.detach().clone().requires_grad_(True)
+        if self.offsets is not None and self.offsets.shape[0] != init.shape[0]:
+            raise ValueError(f"Inversion: {self.offsets.shape[0]} offsets for {init.shape[0]} latents")
+        self.offset_from, self.offset_penalty = int(offset_from), float(offset_penalty)
+        self.offset_lr = float(schedule.lr if offset_lr is None else offset_lr)
         self.targets = targets.detach()
         self.classes = classes
         self.step = 0
         #: mean per-image loss (of the noisy latents) at each step taken
         self.history: list[float] = []
         self._random = torch.Generator().manual_seed(int(seed))
-        self._adam = torch.optim.Adam([self.latents, *self.noise], lr=schedule.lr)
+        self._adam = self._optimiser()
         if self.noise:
             with torch.no_grad():
                 normalise_noise_(self.noise)
+
+    def _optimiser(self) -> torch.optim.Adam:
+        """One Adam over the latents and noise maps (group 0) and the offsets (group 1, own peak lr)."""
+        groups: list[dict[str, Any]] = [{"params": [self.latents, *self.noise], "scale": 1.0}]
+        if self.offsets is not None:
+            groups.append({"params": [self.offsets], "scale": self.offset_lr / self.schedule.lr})
+        return torch.optim.Adam(groups, lr=self.schedule.lr)
+
+    def _parameters(self) -> list[torch.Tensor]:
+        return [self.latents, *self.noise, *([] if self.offsets is None else [self.offsets])]
+
+    def _render(self, latents: torch.Tensor, *, train: bool = False) -> torch.Tensor:
+        """``render`` of ``latents`` with the current noise maps and offsets (constants unless ``train``
+        and the offsets have joined)."""
+        noise = (self.noise if train else [m.detach() for m in self.noise]) or None
+        if self.offsets is None:
+            return self.render(latents, noise, self.classes)
+        joined = train and self.step >= self.offset_from
+        return self.render(latents, noise, self.classes, self.offsets if joined else self.offsets.detach())  # type: ignore[call-arg]
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -178,15 +217,17 @@ class Inversion:
 
     def _advance(self) -> None:
         for group in self._adam.param_groups:
-            group["lr"] = self.schedule.lr_at(self.step)
+            group["lr"] = self.schedule.lr_at(self.step) * group["scale"]
         latents = self.latents
         sigma = self.schedule.noise_at(self.step) * self.scale
         if sigma > 0:  # LORD / NVlabs: the loss of a neighbourhood, not of a point, early on
             latents = latents + sigma * torch.randn(latents.shape, generator=self._random).to(latents)
-        per_image = self.loss(self.render(latents, self.noise or None, self.classes), self.targets)
+        per_image = self.loss(self._render(latents, train=True), self.targets)
         total = per_image + self.penalty * self.activation() if self.penalty else per_image
         if self.noise and self.noise_penalty:
             total = total + self.noise_penalty * noise_regularisation(self.noise)
+        if self.offsets is not None and self.offset_penalty and self.step >= self.offset_from:
+            total = total + self.offset_penalty * self.offsets.square().flatten(1).mean(1)
         self._adam.zero_grad(set_to_none=True)
         total.sum().backward()
         self._adam.step()
@@ -203,9 +244,10 @@ class Inversion:
         return ((self.latents - self.centre) / self.scale).square().flatten(1).mean(1)
 
     def images(self) -> torch.Tensor:
-        """The current reconstructions (noise-free latents), ``[N, C, H, W]``, without gradients."""
+        """The current reconstructions (noise-free latents, with the noise maps and offsets),
+        ``[N, C, H, W]``, without gradients."""
         with torch.no_grad():
-            return self.render(self.latents.detach(), [m.detach() for m in self.noise] or None, self.classes)
+            return self._render(self.latents.detach())
 
     def errors(self) -> torch.Tensor:
         """The current per-image loss of the noise-free latents, ``[N]``, without gradients."""
@@ -213,18 +255,19 @@ class Inversion:
             return self.loss(self.images(), self.targets)
 
     def keep(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (indices into the batch, in the order given) — latents, noise maps, targets,
-        classes and their Adam moments — and go on from the same step."""
+        """Keep only ``rows`` (indices into the batch, in the order given) — latents, noise maps, offsets,
+        targets, classes and their Adam moments — and go on from the same step."""
         rows = rows.to(self.latents.device)
-        old = [self.latents, *self.noise]
+        old = self._parameters()
         fresh = [p.detach()[rows].clone().requires_grad_(True) for p in old]
-        adam = torch.optim.Adam(fresh, lr=self.schedule.lr)
+        self.latents, self.noise = fresh[0], fresh[1:1 + len(self.noise)]
+        self.offsets = None if self.offsets is None else fresh[-1]
+        adam = self._optimiser()
         for before, after in zip(old, fresh):
             state = self._adam.state.get(before)
             if state:
                 adam.state[after] = {k: v.clone() if k == "step" else v[rows].clone() for k, v in state.items()}
         self._adam = adam
-        self.latents, self.noise = fresh[0], fresh[1:]
         self.targets = self.targets[rows]
         self.classes = None if self.classes is None else self.classes[rows.to(self.classes.device)]
 
@@ -288,10 +331,19 @@ class SpaceModel:
             return pool[chosen.to(pool.device)].clone()
 
     def render(self, latents: torch.Tensor, noise: list[torch.Tensor] | None,
-               classes: torch.Tensor | None) -> torch.Tensor:
+               classes: torch.Tensor | None, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``[N, C, H, W]`` of ``latents`` with the noise maps or the feature ``offsets`` (or neither)."""
         if noise:
             return self.generator.synthesize_with_noise(latents, space=self.name, noise=noise)  # type: ignore[attr-defined]
-        return self.generator.synthesize(latents, space=self.name, classes=classes if self.conditional else None)
+        classes = classes if self.conditional else None
+        if offsets is None:
+            return self.generator.synthesize(latents, space=self.name, classes=classes)
+        return self.generator.synthesize(latents, space=self.name, classes=classes, offsets=offsets)
+
+    @property
+    def offset_shape(self) -> tuple[int, ...] | None:
+        """The per-row feature-offset shape inversion can optimise in this space, or None (z of DCGANs only)."""
+        return self.generator.feature_offset_shape if self.name == "z" else None
 
     def start_noise(self, count: int, seed: int) -> list[torch.Tensor]:
         """White noise maps ``[count, 1, R, R]`` per noise layer (seeded), on the device."""

@@ -16,9 +16,11 @@ Images (files, directories, globs through :mod:`latentdirs.photos`, or a tensor 
    class/content split). A soft class vector was measured against it (docs/inversion.md, "Measured").
 3. **Optimisation.** Adam with a learning-rate ramp-up and cosine ramp-down, latent noise annealed to
    zero, an L2 activation penalty, ``‖z‖ ≤ √D`` in z spaces; StyleGAN2 ``w``/``w+`` also optimise the
-   per-layer noise maps (renormalised, autocorrelation penalty).
+   per-layer noise maps (renormalised, autocorrelation penalty); z of DCGANs also optimises a feature
+   offset after the first (affine) layer over the last half of the steps, with an L2 penalty (on by
+   default; the latents file holds it and every edit renders with it; z edits act on it exactly).
 4. **Quality.** Per image: PSNR and MS-SSIM of the reconstruction *as the latents file re-renders it*
-   (the generator's own noise, not optimised maps), the latent's distance from the prior's mean
+   (the generator's own noise, not optimised maps; with its feature offset), the latent's distance from the prior's mean
    against the prior's typical distance; :func:`editability` measures how directions act on the
    inverted latents compared with sampled ones.
 
@@ -38,7 +40,7 @@ import torch
 from latentdirs.errors import LatentDirsError, NotSupportedError, as_finite, check_count, check_positive, check_seed, invalid
 from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.inversion import Inversion, Schedule, SpaceModel, space_model
-from latentdirs.losses import DEFAULT_LOSS, ms_ssim, parse_loss, psnr
+from latentdirs.losses import DEFAULT_LOSS, ms_ssim, mse, parse_loss, psnr
 from latentdirs.transforms import gaussian_blur
 
 if TYPE_CHECKING:
@@ -68,6 +70,10 @@ SEARCH = 0.2
 MAX_CLASS_CANDIDATES = 64
 #: candidates taken from a conditional encoder's class probabilities
 ENCODER_CANDIDATES = 3
+#: conditional generators: the classes each image keeps after the search (each with its best start), raced
+#: on until the class is decided (:func:`_decision_step`): after a fifth of a short run the loss ranks the
+#: true class of dcgan-eyes images second or third as often as first (docs/inversion.md, "Measured")
+FINALISTS = 2
 #: images per batch
 BATCH_SIZE = 32
 #: z spaces: prior samples screened (forward passes only) for each image's starts
@@ -77,6 +83,16 @@ START_CANDIDATES = 64
 STARTS = 4
 #: editability: SeFa directions measured (when no directions are given), sampled latents, strength
 EDIT_DIRECTIONS, EDIT_SAMPLES, EDIT_STRENGTH = 5, 32, 3.0
+#: feature offset (z of DCGANs, :attr:`GeneratorAdapter.feature_offset_shape`): on by default where the
+#: generator supports it (docs/inversion.md, "Measured")
+FEATURE_OFFSET = True
+#: fraction of the steps after which the offset joins the optimised tensors (z alone before: the
+#: latent explains what it can first, the offset only the rest)
+OFFSET_FROM = 0.5
+#: the offset's peak learning rate (feature units; the first layer's output has RMS ≈ 1–2 on dcgan-faces)
+OFFSET_LR = 0.01
+#: weight of the offset's L2 penalty, mean(r²) per image
+OFFSET_PENALTY = 0.1
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,14 @@ class InversionOptions:
     rampup: float = RAMPUP
     rampdown: float = RAMPDOWN
     noise_ramp: float = NOISE_RAMP
+    feature_offset: bool = False
+    offset_penalty: float = OFFSET_PENALTY
+    offset_from: float = OFFSET_FROM
+    offset_lr: float = OFFSET_LR
+
+    def offset_start(self) -> int:
+        """The step at which the feature offset joins (never inside the search)."""
+        return max(round(self.offset_from * self.steps), round(self.search * self.steps) if self.steps else 0)
 
     def schedule(self) -> Schedule:
         return Schedule(self.steps, self.lr, self.rampup, self.rampdown, self.latent_noise, self.noise_ramp)
@@ -119,7 +143,8 @@ def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, 
                       noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
                       search: float = SEARCH, batch_size: int = BATCH_SIZE,
                       seed: int = 0, start_candidates: int = START_CANDIDATES,
-                      starts: int = STARTS) -> tuple[InversionOptions, SpaceModel]:
+                      starts: int = STARTS, feature_offset: bool | None = None,
+                      offset_penalty: float = OFFSET_PENALTY) -> tuple[InversionOptions, SpaceModel]:
     """Check every option against ``generator`` and fill the family defaults; see :func:`invert`."""
     chosen = generator.space(space).name
     steps, batch_size = check_count("steps", steps, 0), check_count("batch_size", batch_size)
@@ -138,13 +163,29 @@ def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, 
                       "Noise maps exist in StyleGAN2's w and w+ spaces of nets with noise inputs")
     noise = default_latent_noise(model) if latent_noise is None else check_positive("latent_noise", latent_noise,
                                                                                    zero=True)
+    offset = _feature_offset(generator, model, feature_offset, steps)
+    offset_penalty = check_positive("offset_penalty", offset_penalty, zero=True)
     options = InversionOptions(space=chosen, steps=steps, lr=lr, loss=spec, latent_noise=noise, penalty=penalty,
                                noise_maps=bool(model.noise_resolutions), noise_penalty=noise_penalty,
                                search=search, batch_size=batch_size, seed=check_seed("seed", seed),
                                start_candidates=check_count("start_candidates", start_candidates, 1, 65536),
                                starts=check_count("starts", starts, 1, max(1, check_count("start_candidates",
-                                                                                          start_candidates, 1))))
+                                                                                          start_candidates, 1))),
+                               feature_offset=offset, offset_penalty=offset_penalty)
     return options, model
+
+
+def _feature_offset(generator: GeneratorAdapter, model: SpaceModel, wanted: bool | None, steps: int) -> bool:
+    """Whether the feature offset is optimised: by default (None) :data:`FEATURE_OFFSET` where the space
+    has one and there are steps to optimise it (encoder-only inversion has none: it stays a v1 file)."""
+    if wanted is None:
+        return FEATURE_OFFSET and model.offset_shape is not None and steps > 0
+    if not isinstance(wanted, bool):
+        raise invalid("feature_offset", wanted, "True, False or None (default: on in z of DCGANs)")
+    if wanted and model.offset_shape is None:
+        raise invalid("feature_offset", True, f"False for space {model.name!r} of {generator.spec!r}",
+                      "Feature offsets exist in z of DCGAN-family generators; drop --feature-offset")
+    return wanted
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -163,6 +204,9 @@ class InversionResult:
             (about 1 for a sampled latent; below 1: an "average" latent, above: off the prior).
         noise: the optimised noise maps ``[N, 1, R, R]`` per layer (StyleGAN2 w/w+), else None.
         psnr_with_noise: ``[N]`` PSNR rendered with the optimised noise maps, else None.
+        offsets: the optimised feature offsets ``[N, *feature_offset_shape]`` (z of DCGANs with
+            ``feature_offset``), else None; ``reconstructions``, ``psnr`` and ``ms_ssim`` include them.
+        psnr_without_offset: ``[N]`` PSNR of the latents rendered without their offsets, else None.
         seconds: wall time of the optimisation (and encoder), all batches.
         start: where the optimisation started: ``"encoder"``, ``"given"``, ``"best of K prior samples"``
             (z spaces) or ``"prior mean"``.
@@ -180,6 +224,8 @@ class InversionResult:
     options: InversionOptions
     noise: list[torch.Tensor] | None = None
     psnr_with_noise: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
+    psnr_without_offset: torch.Tensor | None = None
     seconds: float = 0.0
     history: list[list[float]] = field(default_factory=list)
     encoder: dict[str, Any] | None = None
@@ -194,6 +240,9 @@ class InversionResult:
                    "loss": float(self.error[k]), "prior_distance": round(float(self.distance[k]), 4)}
         if self.psnr_with_noise is not None:
             metrics["psnr_with_noise_maps"] = round(float(self.psnr_with_noise[k]), 3)
+        if self.offsets is not None:
+            metrics["psnr_without_offset"] = round(float(self.psnr_without_offset[k]), 3)  # type: ignore[index]
+            metrics["offset_rms"] = round(float(self.offsets[k].square().mean().sqrt()), 4)
         return metrics
 
 
@@ -237,6 +286,7 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
                    penalty: float = PENALTY, noise_maps: bool | None = None, noise_penalty: float = NOISE_PENALTY,
                    search: float = SEARCH, batch_size: int = BATCH_SIZE, seed: int = 0,
                    start_candidates: int = START_CANDIDATES, starts: int = STARTS,
+                   feature_offset: bool | None = None, offset_penalty: float = OFFSET_PENALTY,
                    init: torch.Tensor | None = None,
                    progress: Callable[[int, int], None] | None = None) -> InversionResult:
     """Invert ``images [N, 3, R, R]`` (in [−1, 1]) into ``space``; see :func:`invert` for the options.
@@ -247,7 +297,7 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
                                        latent_noise=latent_noise, penalty=penalty, noise_maps=noise_maps,
                                        noise_penalty=noise_penalty, search=search,
                                        batch_size=batch_size, seed=seed, start_candidates=start_candidates,
-                                       starts=starts)
+                                       starts=starts, feature_offset=feature_offset, offset_penalty=offset_penalty)
     targets = _check_targets(generator, images)
     count = targets.shape[0]
     if init is not None and (not isinstance(init, torch.Tensor) or tuple(init.shape) != (count, *model.shape)):
@@ -326,11 +376,50 @@ def _search_steps(options: InversionOptions) -> int:
     return max(1, round(options.search * options.steps)) if options.steps else 0
 
 
+def _decision_step(options: InversionOptions) -> int:
+    """The step at which each image's finalist classes are compared: the end of the schedule (converged,
+    the learning rate annealed: the true class is then clearly ahead), or, with a feature offset, the
+    step it joins — an offset on the first layer's output could take over the class's own contribution
+    there (the class enters that layer as a bias), so the class is decided by the latent alone."""
+    decide = options.offset_start() if options.feature_offset else options.steps
+    return max(decide, _search_steps(options))
+
+
 def _total_steps(options: InversionOptions, count: int, candidates: list[list[int]] | None, several: int) -> int:
-    """Row-steps of the whole run (during the search, each candidate class and start counts)."""
-    search = _search_steps(options)
-    widths = [len(c) * several for c in candidates] if candidates is not None else [several] * count
-    return sum(w * search + (options.steps - search) if w > 1 else options.steps for w in widths)
+    """Row-steps of the whole run (during the search, each candidate class and start counts; then each
+    image's finalist classes until the decision)."""
+    search, decide = _search_steps(options), _decision_step(options)
+    total = 0
+    for ids in candidates if candidates is not None else [[0]] * count:
+        width, racing = len(ids) * several, min(FINALISTS, len(ids))
+        total += options.steps if width == 1 else width * search + racing * (decide - search) + options.steps - decide
+    return total
+
+
+def _finalists(owner: torch.Tensor, classes: torch.Tensor | None, errors: torch.Tensor, count: int) -> torch.Tensor:
+    """Rows kept after the search, image by image: the best row (lowest ``errors``) of each of the image's
+    :data:`FINALISTS` best classes — its one best row when the rows have no class."""
+    kept: list[int] = []
+    for k in range(count):
+        rows = torch.nonzero(owner == k).flatten()
+        seen: list[int | None] = []
+        for row in rows[errors[rows].argsort(stable=True)].tolist():
+            label = None if classes is None else int(classes[row])
+            if label not in seen:
+                seen.append(label)
+                kept.append(row)
+            if len(seen) == FINALISTS or classes is None:
+                break
+    return torch.tensor(kept)
+
+
+def _closest(owner: torch.Tensor, inversion: Inversion, count: int) -> torch.Tensor:
+    """Per image, its row whose reconstruction is nearest the target by pixel MSE — the class decision:
+    colour counts in it as much as structure (the classes of dcgan-eyes are iris colours)."""
+    with torch.no_grad():
+        errors = mse(inversion.images(), inversion.targets).cpu()
+    rows = [torch.nonzero(owner == k).flatten() for k in range(count)]
+    return torch.tensor([int(r[errors[r].argmin()]) for r in rows])
 
 
 def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor | None,
@@ -357,17 +446,24 @@ def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor
     else:
         begin = starts[owner.to(starts.device)]
     noise = model.start_noise(len(owner), seed) if options.noise_maps else None
+    offsets = (torch.zeros(len(owner), *model.offset_shape, device=rows.device)  # type: ignore[misc]
+               if options.feature_offset else None)
     inversion = Inversion(model.render, begin, rows, loss,
                           options.schedule(), classes=class_ids, project=model.project, centre=model.centre,
                           scale=model.scale, penalty=options.penalty, noise=noise,
-                          noise_penalty=options.noise_penalty, seed=seed)
+                          noise_penalty=options.noise_penalty, offsets=offsets, offset_from=options.offset_start(),
+                          offset_lr=options.offset_lr, offset_penalty=options.offset_penalty, seed=seed)
     width = len(owner)
     if len(owner) > count and options.steps:
         inversion.run(_search_steps(options), progress=lambda _: progress(width))
-    if len(owner) > count:  # each image keeps its best candidate
-        errors = inversion.errors().cpu()
-        best = [int(torch.nonzero(owner == k).flatten()[errors[owner == k].argmin()]) for k in range(count)]
-        inversion.keep(torch.tensor(best))
+    if len(owner) > count:  # each image keeps its best start of each of its best classes
+        kept = _finalists(owner, inversion.classes, inversion.errors().cpu(), count)
+        inversion.keep(kept)
+        owner = owner[kept]
+    racing = len(owner)
+    if racing > count:  # the finalist classes race on, then each image keeps the closest
+        inversion.run(_decision_step(options), progress=lambda _: progress(racing))
+        inversion.keep(_closest(owner, inversion, count))
     inversion.run(progress=lambda _: progress(count))
     return {"inversion": inversion, "history": inversion.history}
 
@@ -377,8 +473,12 @@ def _result(model: SpaceModel, targets: torch.Tensor, parts: list[dict[str, Any]
     runs: list[Inversion] = [p["inversion"] for p in parts]
     latents = torch.cat([r.latents.detach() for r in runs])
     class_ids = None if runs[0].classes is None else torch.cat([r.classes for r in runs])  # type: ignore[misc]
-    with torch.no_grad():
-        plain = torch.cat([model.render(r.latents.detach(), None, r.classes) for r in runs]).clamp(-1, 1)
+    offsets = torch.cat([r.offsets.detach() for r in runs]) if options.feature_offset else None  # type: ignore[union-attr]
+    with torch.no_grad():  # as the file re-renders: with the offsets it holds, without noise maps
+        plain = torch.cat([model.render(r.latents.detach(), None, r.classes,
+                                        None if r.offsets is None else r.offsets.detach()) for r in runs]).clamp(-1, 1)
+        without_offset = (psnr(torch.cat([model.render(r.latents.detach(), None, r.classes) for r in runs])
+                               .clamp(-1, 1), targets) if offsets is not None else None)
         errors = torch.cat([r.errors() for r in runs])
         noise = [torch.cat(maps) for maps in zip(*[r.noise for r in runs])] if options.noise_maps else None
         with_noise = torch.cat([psnr(r.images(), r.targets) for r in runs]) if noise else None
@@ -390,6 +490,8 @@ def _result(model: SpaceModel, targets: torch.Tensor, parts: list[dict[str, Any]
         distance=(model.distance(latents) / typical).cpu(), options=options,
         noise=None if noise is None else [m.detach().cpu() for m in noise],
         psnr_with_noise=None if with_noise is None else with_noise.cpu(), seconds=seconds,
+        offsets=None if offsets is None else offsets.cpu(),
+        psnr_without_offset=None if without_offset is None else without_offset.cpu(),
         history=[p["history"] for p in parts], encoder=encoder_info)
 
 
@@ -399,7 +501,9 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
            classes: Any = None, encoder: "Encoder | str | os.PathLike[str] | None" = None,
            latent_noise: float | None = None, penalty: float = PENALTY, noise_maps: bool | None = None,
            noise_penalty: float = NOISE_PENALTY, search: float = SEARCH, batch_size: int = BATCH_SIZE,
-           seed: int = 0, start_candidates: int = START_CANDIDATES, starts: int = STARTS, crop: str | None = None, allow_upscale: bool = False,
+           seed: int = 0, start_candidates: int = START_CANDIDATES, starts: int = STARTS,
+           feature_offset: bool | None = None, offset_penalty: float = OFFSET_PENALTY,
+           crop: str | None = None, allow_upscale: bool = False,
            directions: "Directions | str | os.PathLike[str] | None | bool" = None,
            progress: Callable[[int, int], None] | None = None) -> "Latents":
     """Invert photos (or images) into ``generator``'s latent space; returns a :class:`~latentdirs.latent_file.Latents`.
@@ -424,6 +528,10 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
         search: fraction of the steps all candidates (classes; in z spaces the ``starts`` best of
             ``start_candidates`` screened prior samples) are optimised together before each image keeps its best.
         start_candidates, starts: z spaces: prior samples screened, and how many of the best are searched.
+        feature_offset: z of DCGANs: also optimise a feature offset ``[C, 4, 4]`` per image, added after
+            the generator's first (affine) layer, over the last half of the steps (default: on where the
+            generator has one, :data:`FEATURE_OFFSET`). z edits act on it exactly; the latents file holds it.
+        offset_penalty: weight of the offset's L2 penalty ``mean(r²)`` (default :data:`OFFSET_PENALTY`).
         batch_size: images optimised together. seed: the latent noise and the noise maps' start.
         directions: for the editability measure (:func:`editability`): a direction file or
             :class:`Directions`; None: SeFa's first :data:`EDIT_DIRECTIONS` where the generator allows
@@ -433,7 +541,8 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
     options, _ = inversion_options(generator, space=space, steps=steps, lr=lr, loss=loss, latent_noise=latent_noise,
                                    penalty=penalty, noise_maps=noise_maps, noise_penalty=noise_penalty,
                                    search=search, batch_size=batch_size, seed=seed,
-                                   start_candidates=start_candidates, starts=starts)
+                                   start_candidates=start_candidates, starts=starts,
+                                   feature_offset=feature_offset, offset_penalty=offset_penalty)
     if options.steps == 0 and encoder is None:
         raise invalid("steps", 0, "≥ 1, or 0 together with an encoder (encoder-only inversion)",
                       "Give --encoder FILE, or --steps N")
@@ -444,11 +553,13 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
                             penalty=options.penalty, noise_maps=options.noise_maps,
                             noise_penalty=options.noise_penalty, search=options.search,
                             batch_size=options.batch_size, seed=options.seed,
-                            start_candidates=options.start_candidates, starts=options.starts, progress=progress)
+                            start_candidates=options.start_candidates, starts=options.starts,
+                            feature_offset=options.feature_offset, offset_penalty=options.offset_penalty,
+                            progress=progress)
     measured = None
     if directions is not False:
         measured = editability(generator, result.latents, space=options.space, classes=result.classes,
-                               directions=directions or None)
+                               directions=directions or None, offsets=result.offsets)
     return latents_of(generator, result, photos=photos, editability_report=measured)
 
 
@@ -487,7 +598,7 @@ def latents_of(generator: GeneratorAdapter, result: InversionResult, *, photos: 
     if photos is not None:
         settings["failed"] = [{"path": f.path, "error": f.message} for f in photos.failures]
     return Latents.create(result.latents, generator=generator, space=result.options.space, labels=labels, rows=rows,
-                          classes=result.classes, inversion=settings)
+                          classes=result.classes, inversion=settings, offsets=result.offsets)
 
 
 def summary(result: InversionResult) -> dict[str, Any]:
@@ -504,7 +615,8 @@ def summary(result: InversionResult) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- editability
 def editability(generator: GeneratorAdapter, latents: torch.Tensor, *, space: str, classes: Sequence[int] | None = None,
                 directions: "Directions | str | os.PathLike[str] | None" = None, samples: int = EDIT_SAMPLES,
-                strength: float = EDIT_STRENGTH, seed: int = 1_000_003) -> dict[str, Any] | None:
+                strength: float = EDIT_STRENGTH, seed: int = 1_000_003,
+                offsets: torch.Tensor | None = None) -> dict[str, Any] | None:
     """How directions act on ``latents`` (inverted) compared with latents sampled from the prior.
 
     For each direction ``v`` and latent ``ℓ``, the *edit* is the blurred image change
@@ -518,8 +630,9 @@ def editability(generator: GeneratorAdapter, latents: torch.Tensor, *, space: st
     * ``prior_distance``: ``‖ℓ − centre‖ / scale`` over the sampled latents' mean.
 
     ``directions``: a :class:`Directions`, a direction file, or None for SeFa's first
-    :data:`EDIT_DIRECTIONS`. Returns None (nothing measured) where no directions exist or the latents
-    cannot be mapped to the directions' space.
+    :data:`EDIT_DIRECTIONS`. ``offsets``: the inverted latents' feature offsets ``[N, C, H, W]`` (they
+    render with them, edited and not; the sampled latents have none). Returns None (nothing measured)
+    where no directions exist or the latents cannot be mapped to the directions' space.
     """
     chosen = _edit_directions(generator, directions)
     if chosen is None:
@@ -532,6 +645,8 @@ def editability(generator: GeneratorAdapter, latents: torch.Tensor, *, space: st
         check_mapping(generator, space, edit_space)
     except LatentDirsError:  # an unmappable pair of spaces: editability is not measured, the inversion stands
         return None
+    if offsets is not None and edit_space != space:  # an offset has no counterpart in another space
+        return None
     model = space_model(generator, space)
     ids = None if classes is None else torch.tensor(list(classes), device=generator.device)
     sample_ids = None if not generator.conditional else (
@@ -539,7 +654,8 @@ def editability(generator: GeneratorAdapter, latents: torch.Tensor, *, space: st
     with torch.no_grad():
         inverted = latents.to(generator.device)
         sampled = generator.sample(samples, seed=seed, space=space, classes=sample_ids)
-        own = _edits(generator, inverted, space, found, ids, strength)
+        own = _edits(generator, inverted, space, found, ids, strength,
+                     offsets=None if offsets is None else offsets.to(generator.device))
         others = _edits(generator, sampled, space, found, sample_ids, strength)
         reference = others.mean(0)  # [K, P]
         count = others.shape[0]
@@ -580,9 +696,11 @@ def _edit_directions(generator: GeneratorAdapter, directions: Any) -> "tuple[Dir
 
 
 def _edits(generator: GeneratorAdapter, latents: torch.Tensor, space: str, directions: "Directions",
-           classes: torch.Tensor | None, strength: float, chunk: int = 32) -> torch.Tensor:
+           classes: torch.Tensor | None, strength: float, chunk: int = 32,
+           offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Blurred image changes ``[N, K, P]`` of ``latents`` moved by ``strength`` along each direction
-    (the first :data:`EDIT_DIRECTIONS`; the file's layers, as an edit moves them)."""
+    (the first :data:`EDIT_DIRECTIONS`; the file's layers, as an edit moves them), each rendered with
+    its row's feature offset when ``offsets [N, C, H, W]`` are given."""
     from latentdirs.edit import shift
 
     sigma = 1.5 * generator.resolution / 64
@@ -592,11 +710,13 @@ def _edits(generator: GeneratorAdapter, latents: torch.Tensor, space: str, direc
     for first in range(0, mapped.shape[0], chunk):
         part = mapped[first:first + chunk]
         ids = None if classes is None else classes[first:first + chunk]
-        base = gaussian_blur(generator.synthesize(part, space=edit_space, classes=ids), sigma).flatten(1)
+        offset = None if offsets is None else offsets[first:first + chunk]
+        base = gaussian_blur(generator.synthesize(part, space=edit_space, classes=ids, offsets=offset),
+                             sigma).flatten(1)
         changes = []
         for index in range(min(EDIT_DIRECTIONS, len(directions))):
             moved = generator.synthesize(shift(part, directions, index=index, alpha=strength), space=edit_space,
-                                         classes=ids)
+                                         classes=ids, offsets=offset)
             changes.append(gaussian_blur(moved, sigma).flatten(1) - base)
         out.append(torch.stack(changes, dim=1))
     return torch.cat(out)

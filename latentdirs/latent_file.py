@@ -1,10 +1,14 @@
-"""The ``Latents`` object and its file (schema v1; normative text: docs/inversion.md, "The latents file").
+"""The ``Latents`` object and its file (schema v1 and v2; normative text: docs/inversion.md, "The latents file").
 
 A latents file is the sibling of the direction file (:mod:`latentdirs.directions`): one
 ``.safetensors`` file with
 
 * tensor ``latents`` float32 ``[N, D]`` (flat space) or ``[N, L, D]`` (layered space such as ``w+``),
   one row per image, every value finite;
+* schema v2 only: tensor ``offsets`` float32 ``[N, C, H, W]``, the *feature offsets* each row renders
+  with (added after the generator's first layer: ``GeneratorAdapter.feature_offset_shape``; z of
+  DCGANs). A v1 reader would ignore the tensor and render other images, hence the version: a file
+  with offsets is v2, one without stays v1;
 * header metadata key ``latentdirs`` — one JSON object: schema ``"latentdirs.latents"`` and version,
   library version, creation time, the generator's identity (``describe()``: spec, load options,
   fingerprint), the space and the tensor's shape, the truncation ψ the latents render with, optional
@@ -40,9 +44,13 @@ if TYPE_CHECKING:
     from latentdirs.photos import PhotoRecord
 
 SCHEMA_NAME = "latentdirs.latents"
-SCHEMA_VERSION = 1
+#: the newest schema version this latentdirs reads (v2: v1 and the optional ``offsets`` tensor)
+SCHEMA_VERSION = 2
+#: the version of a file with feature offsets; a file without them is written as v1, readable by older readers
+OFFSETS_SCHEMA_VERSION = 2
 HEADER_KEY = "latentdirs"
 TENSOR_NAME = "latents"
+OFFSETS_NAME = "offsets"
 #: the largest latents file read (bytes): 1 GiB ≈ 14 000 rows of StyleGAN2-1024 w+ (18 × 512)
 MAX_FILE_BYTES = 2**30
 #: the largest safetensors header (JSON: tensor table and metadata with per-row provenance) read
@@ -60,12 +68,15 @@ class Latents(GeneratorStamped):
 
     Attributes:
         tensor: float32 ``[N, D]`` or ``[N, L, D]`` on the CPU, finite.
+        offsets: float32 ``[N, C, H, W]`` on the CPU, finite: the feature offsets each row renders with
+            (schema v2), or None.
         meta: the JSON header (a dict; see docs/inversion.md).
         path: the file it was loaded from or last saved to (None until then).
         sha256: hex SHA-256 of that file's bytes (None until loaded or saved).
     """
 
-    def __init__(self, tensor: torch.Tensor, *, meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, tensor: torch.Tensor, *, meta: Mapping[str, Any] | None = None,
+                 offsets: torch.Tensor | None = None) -> None:
         tensor = torch.as_tensor(tensor).detach().to("cpu", torch.float32).contiguous()
         if tensor.dim() not in (2, 3) or 0 in tensor.shape:
             raise invalid("latents", f"shape {tuple(tensor.shape)}", "[N, D] or [N, L, D] with N, L, D ≥ 1")
@@ -73,9 +84,14 @@ class Latents(GeneratorStamped):
             bad = int((~torch.isfinite(tensor)).any(dim=tuple(range(1, tensor.dim()))).sum())
             raise invalid("latents", f"{bad} rows with NaN or infinite values", "finite values only")
         count = tensor.shape[0]
+        offsets = None if offsets is None else _checked_offsets(offsets, count)
         header = dict(meta or {})
         header.setdefault("schema", SCHEMA_NAME)
-        header.setdefault("schema_version", SCHEMA_VERSION)
+        header["schema_version"] = OFFSETS_SCHEMA_VERSION if offsets is not None else 1
+        if offsets is not None:
+            header["offsets"] = list(offsets.shape)
+        else:  # a v1 header stays exactly what v1 readers know
+            header.pop("offsets", None)
         header.setdefault("library_version", __version__)
         header.setdefault("created", None)
         header.setdefault("generator", {})
@@ -88,6 +104,7 @@ class Latents(GeneratorStamped):
         header["shape"] = list(tensor.shape)
         _check_meta(header, "latents", InvalidValueError)
         self.tensor = tensor
+        self.offsets = offsets
         self.meta: dict[str, Any] = header
         self.path: Path | None = None
         self.sha256: str | None = None
@@ -97,7 +114,7 @@ class Latents(GeneratorStamped):
     def create(cls, tensor: torch.Tensor, *, generator: GeneratorAdapter, space: str,
                labels: Sequence[str] | None = None, rows: Sequence[Mapping[str, Any]] | None = None,
                classes: Sequence[int | str] | None = None, truncation: float | None = None,
-               inversion: Mapping[str, Any] | None = None) -> "Latents":
+               inversion: Mapping[str, Any] | None = None, offsets: torch.Tensor | None = None) -> "Latents":
         """Stamp latents with ``generator``'s identity (``describe()``) and the time (``SOURCE_DATE_EPOCH``).
 
         Args:
@@ -111,6 +128,8 @@ class Latents(GeneratorStamped):
                 their own: they render under the edit's ``--class``, default class 0).
             truncation: the ψ the latents render with (None: none).
             inversion: the inversion's settings common to all rows (a JSON object), or None.
+            offsets: feature offsets ``[N, *generator.feature_offset_shape]`` the rows render with (z of
+                a DCGAN; the file is then schema v2), or None.
         """
         tensor = torch.as_tensor(tensor).detach().to("cpu", torch.float32)
         count = tensor.shape[0] if tensor.dim() else 0
@@ -118,6 +137,8 @@ class Latents(GeneratorStamped):
         if tuple(tensor.shape) != expected:
             raise invalid("latents", f"shape {tuple(tensor.shape)}", f"{expected} for space {space!r} of "
                           f"{generator.spec!r}")
+        if offsets is not None:
+            _check_offsets_fit(generator, space, tuple(offsets.shape), count, InvalidValueError)
         class_ids = None
         if classes is not None:
             if not generator.conditional:
@@ -133,7 +154,7 @@ class Latents(GeneratorStamped):
             "rows": [_jsonable(dict(row)) for row in rows] if rows is not None else [{} for _ in range(count)],
             "inversion": None if inversion is None else _jsonable(dict(inversion)),
         }
-        return cls(tensor, meta=meta)
+        return cls(tensor, meta=meta, offsets=offsets)
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -209,6 +230,8 @@ class Latents(GeneratorStamped):
         if classes is not None and any(c >= generator.num_classes for c in classes):
             raise invalid("latents classes", sorted(set(classes))[-5:], f"ids 0-{generator.num_classes - 1} of "
                           f"{generator.spec!r}", cls=LatentsFileError)
+        if self.offsets is not None:
+            _check_offsets_fit(generator, self.space, tuple(self.offsets.shape), len(self), LatentsFileError)
 
     def in_space(self, generator: GeneratorAdapter, space: str) -> torch.Tensor:
         """The latents mapped to ``space`` on ``generator``'s device (z → w → w+, w → w+, z → BigGAN blocks).
@@ -223,9 +246,17 @@ class Latents(GeneratorStamped):
                                       truncation=self.truncation, classes=classes)
 
     def to_space(self, generator: GeneratorAdapter, space: str) -> "Latents":
-        """A new :class:`Latents` in ``space`` (see :meth:`in_space`); the header records ``converted_from``."""
+        """A new :class:`Latents` in ``space`` (see :meth:`in_space`); the header records ``converted_from``.
+
+        Latents with feature offsets are refused: an offset lives after the first layer of z and has no
+        counterpart in another space."""
         if space == self.space:
             return self
+        if self.offsets is not None:
+            raise invalid("latents", f"space {self.space!r} with feature offsets", f"latents without offsets to "
+                          f"map to {space!r} (an offset exists only in z of a DCGAN)",
+                          f"Use directions found in {self.space!r}, or invert again with --no-feature-offset",
+                          cls=NotSupportedError)
         tensor = self.in_space(generator, space).cpu()
         meta = {**self.meta, "space": space, "converted_from": self.space}
         return Latents(tensor, meta=meta)
@@ -234,7 +265,8 @@ class Latents(GeneratorStamped):
     def to_bytes(self) -> bytes:
         from safetensors.torch import save
 
-        return save({TENSOR_NAME: self.tensor}, metadata={HEADER_KEY: json.dumps(self.meta, sort_keys=True)})
+        tensors = {TENSOR_NAME: self.tensor, **({} if self.offsets is None else {OFFSETS_NAME: self.offsets})}
+        return save(tensors, metadata={HEADER_KEY: json.dumps(self.meta, sort_keys=True)})
 
     def save(self, path: str | Path) -> Path:
         """Write the file atomically (temp file + rename); sets :attr:`path` and :attr:`sha256`; returns the path."""
@@ -257,7 +289,7 @@ class Latents(GeneratorStamped):
         except Exception as error:  # safetensors raises its own error types for bad files
             raise _not_safetensors(path, error) from None
         try:
-            latents = cls(tensors[TENSOR_NAME], meta=meta)
+            latents = cls(tensors[TENSOR_NAME], meta=meta, offsets=tensors.get(OFFSETS_NAME))
         except LatentDirsError as error:
             raise LatentsFileError(f"latents: {str(path)!r}: {error}") from None
         latents.path, latents.sha256 = path, hashlib.sha256(data).hexdigest()
@@ -373,26 +405,32 @@ def _parse_header(path: Path, raw: bytes, *, size: int | None = None) -> dict[st
                                f"reads (v{SCHEMA_VERSION}); upgrade: pip install --upgrade latentdirs")
     _check_meta(meta, f"latents {where}", LatentsFileError)
     _check_entry(path, table.get(TENSOR_NAME), meta["shape"], len(raw), size)
+    if meta.get("offsets") is not None:
+        _check_entry(path, table.get(OFFSETS_NAME), meta["offsets"], len(raw), size, name=OFFSETS_NAME)
+    elif OFFSETS_NAME in table:
+        raise LatentsFileError(f"latents: {where} holds an '{OFFSETS_NAME}' tensor its header does not declare "
+                               "(offsets: null); the file is corrupt — re-create it")
     return meta
 
 
-def _check_entry(path: Path, entry: Any, shape: list[int], header_length: int, size: int | None) -> None:
-    """The safetensors entry of ``latents``: float32, the header's shape, an extent inside the file."""
+def _check_entry(path: Path, entry: Any, shape: list[int], header_length: int, size: int | None, *,
+                 name: str = TENSOR_NAME) -> None:
+    """The safetensors entry of tensor ``name``: float32, the header's shape, an extent inside the file."""
     where = f"latents: {str(path)!r}"
     if not isinstance(entry, dict):
-        raise LatentsFileError(f"{where} holds no '{TENSOR_NAME}' tensor; re-create it with 'latentdirs invert'")
+        raise LatentsFileError(f"{where} holds no '{name}' tensor; re-create it with 'latentdirs invert'")
     if entry.get("dtype") != "F32":
         raise invalid(f"{where}: tensor dtype", entry.get("dtype"), "F32 (float32)", cls=LatentsFileError)
     if entry.get("shape") != shape:
-        raise LatentsFileError(f"{where} holds a tensor of shape {_short(entry.get('shape'))} but its header says "
-                               f"{shape}; the file is corrupt — re-create it")
+        raise LatentsFileError(f"{where} holds a '{name}' tensor of shape {_short(entry.get('shape'))} but its "
+                               f"header says {shape}; the file is corrupt — re-create it")
     offsets = entry.get("data_offsets")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in offsets)):
         raise invalid(f"{where}: data_offsets", _short(offsets), "two byte offsets", cls=LatentsFileError)
     needed = 4 * math.prod(shape)
     if offsets[1] - offsets[0] != needed or (size is not None and 8 + header_length + offsets[1] > size):
-        raise LatentsFileError(f"{where}: its tensor of shape {shape} needs {needed:,} bytes, but the file gives it "
+        raise LatentsFileError(f"{where}: its '{name}' tensor of shape {shape} needs {needed:,} bytes, but the file gives it "
                                f"{offsets[1] - offsets[0]:,} (offsets {offsets}); it is truncated or corrupt")
 
 
@@ -443,6 +481,41 @@ def _check_meta(meta: dict[str, Any], where: str, cls: type[LatentDirsError]) ->
         raise bad("inversion", meta.get("inversion"), "null or an object")
     if meta.get("converted_from") is not None and not isinstance(meta.get("converted_from"), str):
         raise bad("converted_from", meta.get("converted_from"), "null or a space name")
+    offsets = meta.get("offsets")
+    if offsets is not None:
+        if meta.get("schema_version") != OFFSETS_SCHEMA_VERSION:
+            raise bad("offsets", _short(offsets), f"null in a schema v{meta.get('schema_version')} file (feature "
+                      f"offsets are schema v{OFFSETS_SCHEMA_VERSION})")
+        if (not isinstance(offsets, list) or len(offsets) != 4 or offsets[0] != count
+                or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**31 for v in offsets)):
+            raise bad("offsets", _short(offsets), f"null or the offsets tensor's shape [{count}, C, H, W]: integers ≥ 1")
+        if 4 * (math.prod(offsets) + math.prod(shape)) > MAX_FILE_BYTES:
+            raise bad("offsets", offsets, f"tensors of at most {MAX_FILE_BYTES // 2**20} MiB together")
+
+
+def _checked_offsets(offsets: Any, count: int) -> torch.Tensor:
+    """``offsets`` as a float32 CPU tensor ``[count, C, H, W]`` of finite values, or an error."""
+    offsets = torch.as_tensor(offsets).detach().to("cpu", torch.float32).contiguous()
+    if offsets.dim() != 4 or offsets.shape[0] != count or 0 in offsets.shape:
+        raise invalid("offsets", f"shape {tuple(offsets.shape)}", f"[{count}, C, H, W]: one feature offset per row")
+    if not bool(torch.isfinite(offsets).all()):
+        bad = int((~torch.isfinite(offsets)).flatten(1).any(1).sum())
+        raise invalid("offsets", f"{bad} rows with NaN or infinite values", "finite values only")
+    return offsets
+
+
+def _check_offsets_fit(generator: "GeneratorAdapter", space: str, shape: tuple[int, ...], count: int,
+                       cls: type[LatentDirsError]) -> None:
+    """Refuse feature offsets of ``shape`` that ``generator`` cannot render with latents of ``space``."""
+    wanted = generator.feature_offset_shape if space == "z" else None
+    if wanted is None:
+        raise invalid("offsets", f"shape {shape}", f"none: {generator.spec!r} renders no feature offsets in space "
+                      f"{space!r} (they exist in z of DCGAN-family generators)",
+                      "Use the generator the latents were inverted on, or invert again with --no-feature-offset",
+                      cls=cls)
+    if shape != (count, *wanted):
+        raise invalid("offsets", f"shape {shape}", f"{(count, *wanted)} for {generator.spec!r}",
+                      "The file's offsets belong to another generator; invert the photos again", cls=cls)
 
 
 def _check_generator_record(record: Any, bad: Any) -> None:
@@ -475,5 +548,5 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["HEADER_KEY", "Latents", "LatentsFileError", "MAX_FILE_BYTES", "SCHEMA_NAME", "SCHEMA_VERSION",
-           "check_mapping", "creation_time", "read_header"]
+__all__ = ["HEADER_KEY", "Latents", "LatentsFileError", "MAX_FILE_BYTES", "OFFSETS_SCHEMA_VERSION", "SCHEMA_NAME",
+           "SCHEMA_VERSION", "check_mapping", "creation_time", "read_header"]

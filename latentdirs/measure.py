@@ -8,7 +8,7 @@ the best three. Batched over pairs and candidates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -63,22 +63,60 @@ def _register(sources: torch.Tensor, edited: torch.Tensor, transform: str, *, lo
 
 @dataclass
 class AccuracyRow:
-    """Achieved amounts for one requested amount: mean and standard deviation over seeds."""
+    """Achieved amounts for one requested amount: mean and standard deviation over seeds, the mean
+    absolute error ``|achieved − requested|`` and the achieved amount of each seed (in ``seeds`` order)."""
 
     requested: float
     mean: float
     std: float
     count: int
+    abs_error: float = float("nan")
+    values: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    clamped: int = 0
 
 
-def accuracy_table(requested: torch.Tensor, achieved: torch.Tensor) -> list[AccuracyRow]:
-    """Group achieved ``[N]`` by requested ``[N]`` amounts."""
+def accuracy_table(requested: torch.Tensor, achieved: torch.Tensor, seeds: torch.Tensor | None = None,
+                   clamped: torch.Tensor | None = None) -> list[AccuracyRow]:
+    """Group achieved ``[N]`` by requested ``[N]`` amounts (``seeds [N]``: the seed of each, kept per row;
+    ``clamped [N]`` bool: whose request was clamped to its calibrated range, counted per row)."""
     rows = []
     for amount in torch.unique(requested):
-        values = achieved[requested == amount]
+        chosen = requested == amount
+        values = achieved[chosen]
         rows.append(AccuracyRow(float(amount), float(values.mean()),
-                                float(values.std()) if values.numel() > 1 else 0.0, int(values.numel())))
+                                float(values.std()) if values.numel() > 1 else 0.0, int(values.numel()),
+                                float((values - amount).abs().mean()), values.tolist(),
+                                seeds[chosen].tolist() if seeds is not None else [],
+                                int(clamped[chosen].sum()) if clamped is not None else 0))
     return rows
+
+
+#: how the factor reader measures a transform: the factor it reads, and whether the amount is a ratio − 1
+READER_MEASURES: dict[str, tuple[str, bool]] = {"shift-x": ("x", False), "shift-y": ("y", False),
+                                                "zoom": ("scale", True)}
+#: the ways :func:`measure_calibration` can measure an edit
+MEASURES = ("registration", "factors")
+
+
+def read_amounts(generator: GeneratorAdapter, sources: torch.Tensor, edited: torch.Tensor,
+                 transform: str) -> torch.Tensor:
+    """Achieved amounts ``[N]`` read by the generator's factor reader
+    (:meth:`~latentdirs.generators.base.GeneratorAdapter.read_factors`) from ``sources`` and ``edited``
+    ``[N, 3, R, R]``: the change of the object's x (shift-x, fraction of the width) or y (shift-y,
+    fraction of the height), or its scale ratio − 1 (zoom) — in the transform's own units."""
+    from latentdirs.errors import NotSupportedError
+
+    if transform not in READER_MEASURES:
+        raise invalid("transform", transform, f"{', '.join(READER_MEASURES)} (the transforms the factor reader "
+                      "measures)", "measure it by registration")
+    before = generator.read_factors(sources)
+    if before is None:
+        raise invalid("generator", generator.spec, "a generator that reads its images' factors (shapes-dcgan, "
+                      "shapes-stylegan2)", "measure by registration", cls=NotSupportedError)
+    after = generator.read_factors(edited)
+    name, ratio = READER_MEASURES[transform]
+    return after[name] / before[name] - 1 if ratio else after[name] - before[name]
 
 
 def probe_amounts(calibration: dict) -> list[float] | None:
@@ -91,30 +129,56 @@ def probe_amounts(calibration: dict) -> list[float] | None:
 
 
 def measure_calibration(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int], amounts: list[float],
-                        clamp: bool = False, batch_size: int = 32) -> list[AccuracyRow]:
-    """For a calibrated direction file: request each amount on each seed and measure what was achieved.
+                        clamp: bool = False, batch_size: int = 32, by: str = "registration") -> list[AccuracyRow]:
+    """For a calibrated direction file: request each amount on each seed and measure what was achieved,
+    ``by`` registration or by the generator's factor reader (``"factors"``, :func:`read_amounts`).
 
     Returns one :class:`AccuracyRow` per requested amount (mean and spread over the seeds).
     """
+    return measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp,
+                                  batch_size=batch_size, ways=(by,))[by]
+
+
+def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int],
+                           amounts: list[float], clamp: bool = False, batch_size: int = 32,
+                           ways: tuple[str, ...] = MEASURES) -> dict[str, list[AccuracyRow]]:
+    """:func:`measure_calibration` for several ways of measuring the same edits (rendered once):
+    ``{way: rows}`` for each of ``ways`` (:data:`MEASURES`)."""
     from latentdirs.edit import traverse
 
+    bad = [way for way in ways if way not in MEASURES]
+    if bad or not ways:
+        raise invalid("by", list(ways), " or ".join(map(repr, MEASURES)))
     calibration = directions.meta.get("calibration")
     if not calibration:
         raise invalid("directions", directions.method_name, "a calibrated direction file (e.g. from -m regression)")
     transform = calibration["transform"]
+    if "factors" in ways and transform not in READER_MEASURES:  # refused before any rendering
+        raise invalid("transform", transform, f"{', '.join(READER_MEASURES)} (the transforms the factor reader "
+                      "measures)", "measure it by registration")
     with torch.no_grad():
         sources = torch.cat([batch.images for batch in traverse(
             generator, directions, seeds=seeds, indices=[0], alphas=[0.0], batch_size=batch_size)])
+        if "factors" in ways:  # a generator that reads nothing is refused before the edits are rendered
+            read_amounts(generator, sources[:1], sources[:1], transform)
         edits = list(traverse(generator, directions, seeds=seeds, indices=[0], amounts=amounts,
                               clamp_amounts=clamp, batch_size=batch_size))
     images = torch.cat([b.images for b in edits])
     items = [item for b in edits for item in b.items]
     position = {seed: k for k, seed in enumerate(seeds)}
     source_rows = sources[[position[item.seed] for item in items]]
-    span = max(abs(a) for a in amounts) * 1.5 + 1e-3
-    measured = measure_amounts(source_rows, images, transform, low=-span, high=span, steps=121)
     requested = torch.tensor([item.value for item in items])
-    return accuracy_table(requested, measured)
+    seed_of = torch.tensor([item.seed for item in items])
+    was_clamped = torch.tensor([bool(item.clamped) for item in items])
+    tables = {}
+    for way in ways:
+        if way == "registration":
+            span = max(abs(a) for a in amounts) * 1.5 + 1e-3
+            measured = measure_amounts(source_rows, images, transform, low=-span, high=span, steps=121)
+        else:
+            measured = read_amounts(generator, source_rows, images, transform)
+        tables[way] = accuracy_table(requested, measured.cpu(), seed_of, was_clamped)
+    return tables
 
 
 def plot_accuracy(rows: list[AccuracyRow], path, *, title: str, units: str) -> None:

@@ -128,7 +128,9 @@ class LatentRows:
     Rows are labelled by the file's labels (the photos' file-name stems) and keep its space (``z``,
     ``w``, ``w+``, …). When the file records a class per row and the edit gives no class, each row
     renders under its own class (:attr:`EditPlan.row_classes`). The latents render with the truncation
-    they were inverted with; an edit may not ask for another.
+    they were inverted with; an edit may not ask for another. Rows of a file with feature offsets
+    (schema v2) render with their row's offset (:meth:`offsets`): a z edit then moves the image exactly
+    as it moves ``G(z)``, the offset being a constant after the generator's affine first layer.
     """
 
     source: Latents
@@ -160,6 +162,10 @@ class LatentRows:
     def latents(self, generator: GeneratorAdapter, truncation: float | None) -> torch.Tensor:
         return self.source.tensor.to(generator.device)  # truncation: checked equal to the file's in check()
 
+    def offsets(self, generator: GeneratorAdapter) -> torch.Tensor | None:
+        """The feature offsets ``[R, C, H, W]`` the rows render with, on the generator's device, or None."""
+        return None if self.source.offsets is None else self.source.offsets.to(generator.device)
+
     def key(self, position: int) -> dict[str, Any]:
         return {"latent": position, "label": self._labels[position], "source_sha256": self._digests[position]}
 
@@ -175,10 +181,13 @@ class LatentRows:
 
     def describe(self) -> dict[str, Any]:
         path = self.source.path
-        return {"kind": self.kind, "path": None if path is None else str(path),
-                "absolute": None if path is None else str(path.resolve()), "sha256": self.source.sha256,
-                "space": self.space, "count": len(self), "labels": self.source.labels,
-                "classes": self.source.classes, "truncation": self.source.truncation}
+        described = {"kind": self.kind, "path": None if path is None else str(path),
+                     "absolute": None if path is None else str(path.resolve()), "sha256": self.source.sha256,
+                     "space": self.space, "count": len(self), "labels": self.source.labels,
+                     "classes": self.source.classes, "truncation": self.source.truncation}
+        if self.source.offsets is not None:  # only then: manifests of v1 latents stay as they were
+            described["feature_offsets"] = list(self.source.offsets.shape)
+        return described
 
     def command_words(self) -> list[str] | None:
         if self.source.path is None:

@@ -89,6 +89,8 @@ BUILTIN_GENERATORS: dict[str, GeneratorFamily] = {entry.name: entry for entry in
                     "procedural sprite with known factor directions"),
     GeneratorFamily("shapes-dcgan", "latentdirs.generators.shapes:load_shapes_dcgan", False,
                     "DCGAN, 64 px scenes of one object with known factors (trained here, partly)"),
+    GeneratorFamily("shapes-stylegan2", "latentdirs.generators.shapes_stylegan2:load_shapes_stylegan2", False,
+                    "StyleGAN2, 32 px scenes of one object with known factors (trained here, partly)"),
     GeneratorFamily("biggan", "latentdirs.generators.biggan:load_biggan", True,
                     "biggan:biggan-deep-128|256|512 or biggan:DIR (config.json + pytorch_model.bin)",
                     example="biggan-deep-128"),
@@ -105,6 +107,10 @@ BUILTIN_METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
                 "learned orthogonal basis under the orthogonal-Jacobian penalty"),
     MethodEntry("regression", "latentdirs.methods.regression:regression",
                 "calibrated direction by inversion of transformed images + monotone regression"),
+    MethodEntry("ganspace", "latentdirs.methods.ganspace:ganspace",
+                "principal components of sampled activations (or of w), regressed back to the latent"),
+    MethodEntry("interfacegan", "latentdirs.methods.interfacegan:interfacegan",
+                "linear boundary separating labelled samples (file, scorer or built-in attribute), calibrated"),
 )}
 
 DEFAULT_GENERATOR = "dcgan-faces"

@@ -13,6 +13,11 @@ A run is all or nothing: files are written into a staging folder inside the outp
 moved into place, with the manifest last, only when every image is written
 (:class:`~latentdirs.atomic.StagedDirectory`); files an earlier run's manifest listed and this run does
 not write again are removed, so the directory holds exactly what the new manifest lists.
+
+Under ``torchrun``, :func:`render_edits_sharded` writes the same files from several processes: the plan
+is cut into :func:`shard_plan`'s shards (whole batches, whole grid pages), each rendered and written by
+one rank into a staging folder a rerun finds again, with a journal that lets an interrupted run resume
+(docs/scale.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -31,11 +37,12 @@ import numpy as np
 
 from latentdirs.atomic import StagedDirectory, check_writable_directory
 from latentdirs.directions import Directions
-from latentdirs.edit import EditItem, traverse
+from latentdirs.distributed import Journal, Ranks, ResumableStaging, assign, run_key
+from latentdirs.edit import EditItem, _render, traverse
 from latentdirs.errors import invalid
 from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, to_uint8
 from latentdirs.pasteback import PasteBack
-from latentdirs.plan import EditPlan, generator_words
+from latentdirs.plan import EditPlan, LatentRows, generator_words
 from latentdirs.version import __version__
 
 if TYPE_CHECKING:
@@ -84,10 +91,12 @@ class _Writer:
         self._pending: deque[Future[Any]] = deque()
         self._max_pending = max_pending
 
-    def submit(self, function: Callable[..., Any], *args: Any) -> None:
-        self._pending.append(self._pool.submit(function, *args))
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        future = self._pool.submit(function, *args)
+        self._pending.append(future)
         while len(self._pending) > self._max_pending:
             self._pending.popleft().result()
+        return future
 
     def close(self) -> None:
         try:
@@ -134,6 +143,11 @@ class _GridPager:
         self._rows: list[list[EditItem]] = []  # their items, one per column
         self._row_tiles: list[np.ndarray] = []
         self._row_items: list[EditItem] = []
+
+    def start_at(self, index: int, page_number: int) -> None:
+        """Continue as if the pages before ``page_number`` of direction ``index`` were written (a shard of a
+        sharded run starts there; the direction's animation comes with its first page)."""
+        self._index, self._page_number, self._animated = index, page_number, page_number > 0
 
     def add(self, tile: np.ndarray, item: EditItem) -> None:
         """One rendered tile ``[H, W, 3]`` uint8, in the plan's order."""
@@ -303,4 +317,188 @@ def _warn_unlisted(out_dir: Path, written: set[str]) -> None:
                       f"manifest: {shown}; remove them or use an empty directory", stacklevel=3)
 
 
-__all__ = ["MANIFEST_SCHEMA", "Output", "render_edits"]
+# ---------------------------------------------------------------------- sharded runs (torchrun)
+@dataclass(frozen=True)
+class Shard:
+    """A unit of a sharded edit: images ``start`` … ``stop`` − 1 in grid order, a run of whole batches
+    (``start`` is a multiple of the batch size) that begins where a grid page begins — page ``page`` of
+    direction ``index`` — and ends where one ends. One rank renders it and writes all of its pages'
+    files, so each image is computed in the same batch, and each file from the same images, as in a
+    single-process run."""
+
+    start: int
+    stop: int
+    index: int
+    page: int
+
+    def check(self) -> dict[str, int]:
+        """What a journal entry must match to stand for this shard."""
+        return {"start": self.start, "stop": self.stop, "index": self.index, "page": self.page}
+
+
+def shard_plan(plan: EditPlan, output: Output, batch_size: int) -> list[Shard]:
+    """The shards of ``plan`` (in grid order, covering every image once) for this batch size and page size."""
+    columns = len(plan.strengths.values)
+    starts: list[tuple[int, int, int]] = []  # (row in grid order, direction index, page number) of each page
+    current: int | None = None
+    count = page = row = 0
+    for index in plan.indices:  # mirrors _GridPager.add: another index starts page 0; max_rows rows fill a page
+        for _ in range(plan.rows_per_direction):
+            if index != current:
+                current, count, page = index, 0, 0
+            if count == 0:
+                starts.append((row, index, page))
+            count += 1
+            if count == output.max_rows:
+                count, page = 0, page + 1
+            row += 1
+    cuts = [(r * columns, index, page) for r, index, page in starts if r * columns % batch_size == 0]
+    stops = [start for start, _, _ in cuts[1:]] + [plan.total]
+    return [Shard(start, stop, index, page) for (start, index, page), stop in zip(cuts, stops)]
+
+
+class _TrackedWriter:
+    """The run's writer, keeping the futures of one shard's files (its journal entry waits for them)."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self.writer = writer
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> None:
+        self.futures.append(self.writer.submit(function, *args))
+
+
+def render_edits_sharded(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, out_dir: str | Path,
+                         ranks: Ranks, *, output: Output = Output(), batch_size: int = 32,
+                         directions_path: str | Path | None = None,
+                         progress: Callable[[int], None] | None = None) -> dict[str, Any] | None:
+    """:func:`render_edits` on every rank of a launched run (:func:`latentdirs.distributed.setup`): the same
+    files, byte for byte, as one process writes, whatever the number of ranks; returns the manifest on
+    rank 0 and None on the others. Every rank must call it with the same arguments.
+
+    The plan is cut into :func:`shard_plan`'s shards, dealt round-robin to the ranks
+    (:func:`latentdirs.distributed.assign`; more ranks than shards is refused); each rank renders its
+    shards and writes their files into one staging folder named by what the run renders, journalling
+    each finished shard (records, sizes, sha256). After every rank is done, rank 0 writes the manifest
+    and commits the run. A rerun of an interrupted run renders only the shards whose journalled files
+    are missing or differ; ``progress`` counts the images this rank renders.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise invalid("batch_size", batch_size, "an integer ≥ 1")
+    out_dir = Path(out_dir)
+    plan.check(generator, directions)
+    shards = shard_plan(plan, output, batch_size)
+    mine = assign(len(shards), ranks, what=f"shards (runs of whole {batch_size}-image batches that end where a "
+                  "grid page ends)", fix="Launch fewer processes, or render more rows or directions")
+    paste = PasteBack(plan) if output.paste_back else None  # checks every source photo before rendering
+    key = run_key(_manifest(generator, directions, plan, output, [], batch_size=batch_size,
+                            directions_path=directions_path, out_dir=out_dir))
+
+    def expected(number: int) -> dict[str, int] | None:
+        return shards[number].check() if 0 <= number < len(shards) else None
+
+    def prepare() -> tuple[list[str], dict[int, Any]]:
+        check_writable_directory(out_dir)
+        staging = ResumableStaging(out_dir, key)
+        finished = Journal(staging.path, 0).finished(expected)
+        return _listed_files(out_dir), {n: data for n, data in finished.items() if _trusted(data)}
+
+    stale_before, finished = ranks.on_main(prepare)
+    staging = ResumableStaging(out_dir, key, create=False)
+    todo = [number for number in mine if number not in finished]
+    made = _render_shards(generator, directions, plan, output, batch_size, [(n, shards[n]) for n in todo],
+                          staging, Journal(staging.path, ranks.rank), paste, progress)
+    gathered = ranks.gather(made)
+    result: list[dict[str, Any]] = []
+
+    def finish() -> None:
+        done = dict(finished)
+        for part in gathered or []:
+            done.update(part)
+        if sorted(done) != list(range(len(shards))):
+            raise RuntimeError(f"sharded edit: shards {sorted(set(range(len(shards))) - set(done))} were not rendered")
+        records = ([r for n in range(len(shards)) for r in done[n]["grid"]]
+                   + [r for n in range(len(shards)) for r in done[n]["paste"]])  # one process's order
+        manifest = _manifest(generator, directions, plan, output, records, batch_size=batch_size,
+                             directions_path=directions_path, out_dir=out_dir)
+        written = [record["file"] for record in records]
+        others = staging.others()
+        staging.commit(written, MANIFEST_NAME, json.dumps(manifest, indent=1),
+                       stale=sorted(set(stale_before) - set(written)))
+        _warn_unlisted(out_dir, set(written))
+        if others:
+            warnings.warn(f"out: {len(others)} staging folders of unfinished sharded edits remain in "
+                          f"{str(out_dir)!r} ({', '.join(p.name for p in others[:3])}); rerun those edits to "
+                          "finish them, or delete the folders", stacklevel=2)
+        result.append(manifest)
+
+    ranks.on_main(finish)
+    return result[0] if result else None
+
+
+def _trusted(data: Any) -> bool:
+    """A journal entry's records look like this module's own (file names it writes), so a rerun may reuse them."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("grid", "paste")):
+        return False
+    records = data["grid"] + data["paste"]
+    return all(isinstance(r, dict) and isinstance(r.get("file"), str) and _OWN_FILE.fullmatch(r["file"])
+               for r in records)
+
+
+def _render_shards(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, output: Output,
+                   batch_size: int, shards: list[tuple[int, Shard]], staging: ResumableStaging, journal: Journal,
+                   paste: PasteBack | None, progress: Callable[[int], None] | None) -> dict[int, dict[str, Any]]:
+    """Render and write ``shards`` (``(number, shard)``, ascending); return ``{number: records}`` of each.
+
+    A shard is journalled once its files are written (checked when the next shard is rendered, so the
+    writer pool keeps working meanwhile); on an interruption the shards already written are journalled.
+    """
+    vectors = directions.vectors.to(generator.device)  # as traverse() prepares them
+    base_z = plan.rows.latents(generator, plan.truncation)
+    offsets = plan.rows.offsets(generator) if isinstance(plan.rows, LatentRows) else None
+    writer = _Writer()
+    made: dict[int, dict[str, Any]] = {}
+    waiting: deque[tuple[int, Shard, dict[str, Any], list[Future[Any]]]] = deque()
+
+    def settle(entry: tuple[int, Shard, dict[str, Any], list[Future[Any]]]) -> None:
+        number, shard, data, futures = entry
+        for future in futures:
+            future.result()
+        journal.record(number, shard.check(), [r["file"] for r in data["grid"] + data["paste"]], data)
+        made[number] = data
+
+    jobs, cursor = plan.jobs(), 0
+    try:
+        for number, shard in shards:
+            deque(islice(jobs, shard.start - cursor), maxlen=0)  # skip to the shard's first image
+            own = list(islice(jobs, shard.stop - shard.start))
+            cursor = shard.stop
+            tracked = _TrackedWriter(writer)
+            pager = _GridPager(generator, directions, plan, output, staging.path, tracked)  # type: ignore[arg-type]
+            pager.start_at(shard.index, shard.page)
+            first_paste = len(paste.records) if paste is not None else 0
+            if paste is not None:
+                paste.bind(staging.path, tracked.submit)
+            for begin in range(0, len(own), batch_size):  # the batches one process renders (start % batch_size == 0)
+                batch = _render(generator, directions, plan, vectors, base_z, own[begin:begin + batch_size], offsets)
+                for tile, item in zip(to_uint8(batch.images), batch.items):
+                    pager.add(tile, item)
+                    if paste is not None:
+                        paste.add(tile, item)
+                if progress:
+                    progress(len(batch.items))
+            pager.flush()
+            pasted = paste.records[first_paste:] if paste is not None else []
+            waiting.append((number, shard, {"grid": pager.records, "paste": pasted}, tracked.futures))
+            while len(waiting) > 1:
+                settle(waiting.popleft())
+    finally:
+        try:
+            writer.close()
+        finally:
+            while waiting and all(f.done() and not f.cancelled() and f.exception() is None for f in waiting[0][3]):
+                settle(waiting.popleft())
+    return made
+
+
+__all__ = ["MANIFEST_SCHEMA", "Output", "Shard", "render_edits", "render_edits_sharded", "shard_plan"]

@@ -166,13 +166,13 @@ def test_stylegan2_w_inversion_improves_on_the_mean_and_keeps_noise_normalised(s
     model = space_model(stylegan, space)
     assert torch.equal(model.start(1)[0], stylegan.network.mapping.w_avg.expand(*model.shape))
     start_psnr = psnr(stylegan.synthesize(model.start(2), space=space).detach(), targets)
-    result = invert_tensors(stylegan, targets, space=space, steps=120)
+    result = invert_tensors(stylegan, targets, space=space, steps=40)
     assert result.options.noise_maps and len(result.noise) == len(stylegan.noise_resolutions()) == 7
-    assert (result.psnr > start_psnr + 3).all(), (start_psnr, result.psnr)  # measured: +8 … +15 dB
+    assert (result.psnr > start_psnr + 3).all(), (start_psnr, result.psnr)  # measured at 30 steps: +7 … +8 dB
     for noise in result.noise:
         assert noise.mean(dim=(1, 2, 3)).abs().max() < 1e-4
         assert noise.std(dim=(1, 2, 3), unbiased=False).sub(1).abs().max() < 1e-3
-    assert noise_regularisation(result.noise).max() < 0.05
+    assert noise_regularisation(result.noise).max() < 0.05  # measured: 0.08 after 5 steps, 0.005 after 30
     assert result.psnr_with_noise is not None and result.latents.shape == (2, *model.shape)
 
 
@@ -185,15 +185,29 @@ def test_explicit_noise_maps_render_like_the_generators_own(stylegan):
 
 
 # ---------------------------------------------------------------------------------------------- classes
+def test_the_class_race_keeps_each_images_best_classes_and_decides_before_the_offset(faces):
+    from latentdirs.invert import FINALISTS, _decision_step, _finalists
+
+    owner = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])           # image of each row
+    classes = torch.tensor([5, 5, 2, 7, 5, 2, 2, 7])         # its class
+    errors = torch.tensor([0.3, 0.1, 0.2, 0.15, 0.4, 0.5, 0.05, 0.6])
+    assert FINALISTS == 2  # each image's best row of each of its two best classes, best first
+    assert _finalists(owner, classes, errors, 2).tolist() == [1, 3, 6, 4]
+    assert _finalists(owner, None, errors, 2).tolist() == [1, 6]  # no classes: each image's best row
+    with_offset, _ = inversion_options(faces, steps=100, feature_offset=True)
+    without, _ = inversion_options(faces, steps=100, feature_offset=False)
+    assert _decision_step(with_offset) == with_offset.offset_start() == 50 and _decision_step(without) == 100
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known open defect (issue 13): the class search is not yet stable — a fresh "
-                   "clone's CI run picked class 7 for the class-3 eye while this checkout found 3")
 def test_conditional_inversion_finds_the_true_class_of_dcgan_eyes(eyes):
     z = eyes.sample_seeds([21, 22])
     classes = torch.tensor([3, 6])
     with torch.no_grad():
         targets = eyes.synthesize(z, classes=classes)
-    result = invert_tensors(eyes, targets, steps=80, search=0.3, starts=1, loss="mse")
+    # short and cheap (one start, MSE, no offset: the finalists race to the end); with the old rule — the
+    # best class after the search — class 7 beat the true 3 of the first eye
+    result = invert_tensors(eyes, targets, steps=80, search=0.15, starts=1, loss="mse", feature_offset=False)
     assert result.classes == [3, 6] and result.psnr.min() > 20
     fixed = invert_tensors(eyes, targets[:1], steps=5, classes="hazel", starts=1)
     assert fixed.classes == [eyes.resolve_class("hazel")]

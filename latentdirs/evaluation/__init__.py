@@ -15,23 +15,34 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from latentdirs.directions import Directions, read_header
-from latentdirs.errors import LatentDirsError
+from latentdirs.errors import LatentDirsError, invalid
+from latentdirs.evaluation.factors import effect_matrix, reads_factors, require_factor_source
 from latentdirs.evaluation.profile import effect_profile, ground_truth
 from latentdirs.evaluation.vp import random_basis, variation_predictability
 from latentdirs.generators.base import GeneratorAdapter
 
 log = logging.getLogger(__name__)
+#: ``factors=`` of :func:`evaluate_directions`
+FACTOR_MODES = ("auto", "yes", "no")
 
 
 def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, top: int = 8, pairs: int = 2000, epochs: int = 4,
-                        vp_seeds: int = 2, strength: float | tuple[float, float] = 3.0, seed: int = 0) -> dict[str, Any]:
+                        vp_seeds: int = 2, strength: float | tuple[float, float] = 3.0, seed: int = 0,
+                        factors: str = "auto", factor_samples: int = 64, factor_step: float = 1.0) -> dict[str, Any]:
     """All metrics for the first ``top`` directions of one file on its generator.
 
     ``strength``: the VP pairs' |δ| range ``(low, high)``, or ``high`` for ``(high/2, high)``; the effect
-    profile steps by ±high and ±high/2."""
+    profile steps by ±high and ±high/2.
+    ``factors``: the direction × factor matrix (:mod:`.factors`, ``factor_samples`` latents, steps of
+    ±``factor_step``) — ``"auto"``: on generators that read their factors or know their directions;
+    ``"yes"``: required (a generator with neither is refused); ``"no"``: skipped."""
     from latentdirs.specs import parse_strength_range
 
     strength = parse_strength_range(strength)
+    if factors not in FACTOR_MODES:
+        raise invalid("factors", factors, " or ".join(map(repr, FACTOR_MODES)))
+    if factors == "yes":  # refused before the minutes of VP training, not after
+        require_factor_source(generator)
     vectors = directions.vectors[:top].to(generator.device)
     common = {"space": directions.space, "layers": directions.layers,
               "class_id": generator.resolve_class(None)}
@@ -54,6 +65,10 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
     truth = generator.true_directions
     if truth is not None:
         result["ground_truth"] = ground_truth(truth, directions.vectors)
+    if factors == "yes" or (factors == "auto" and (truth is not None or reads_factors(generator))):
+        result["factor_matrix"] = {"labels": [directions.label_of(i) for i in range(len(vectors))],
+                                   **effect_matrix(generator, vectors, samples=factor_samples, step=factor_step,
+                                                   seed=seed, **common)}
     calibration = directions.meta.get("calibration")
     if calibration:
         from latentdirs.measure import measure_calibration, probe_amounts

@@ -41,9 +41,37 @@ def markdown(results: dict[str, Any]) -> str:
                           "| requested | achieved mean | std |", "|---|---|---|"]
                 lines += [f"| {r['requested']:+.3f} | {r['mean']:+.4f} | {r['std']:.4f} |" for r in item["calibration"]]
                 lines.append("")
+            if item.get("factor_matrix"):
+                lines += [f"Direction x factor effect of {Path(item['file']).name}:", "",
+                          *factor_matrix_markdown(item["factor_matrix"]), ""]
     for error in results["errors"]:
         lines.append(f"- not evaluated: {error['file']}: {error['error']}")
     return "\n".join(lines)
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def factor_matrix_markdown(matrix: dict[str, Any]) -> list[str]:
+    """Markdown lines of one effect matrix (:func:`latentdirs.evaluation.factors.effect_matrix`): a row per
+    direction (factor changes in data spreads per unit step, its mass and purity), a row of per-factor
+    gaps and a line of the overall scores."""
+    names = matrix["factors"]
+    labels = matrix.get("labels") or [f"d{i}" for i in range(len(matrix["matrix"]))]
+    lines = ["| direction | " + " | ".join(names) + " | mass | purity |", "|---" * (len(names) + 3) + "|"]
+    best = matrix.get("best") or []
+    for i, (label, row) in enumerate(zip(labels, matrix["matrix"])):
+        cells = [f"**{v:.3f}**" if j < len(best) and best[j] == i else f"{v:.3f}" for j, v in enumerate(row)]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {matrix['mass'][i]:.3f} | {_score(matrix['purity'][i])} |")
+    if matrix.get("gap") is not None:
+        lines.append("| *gap (top1-top2)/top1* | " + " | ".join(f"{g:.2f}" for g in matrix["gap"]) + " | | |")
+    source = ("read by the factor reader, " f"{matrix['samples']} latents, steps ±{matrix['step']:g}"
+              if matrix["source"] == "read_factors" else "exact, from the true directions")
+    lines += ["", f"modularity (DCI-style) **{_score(matrix['modularity'])}**, completeness "
+              f"{_score(matrix['completeness_mean'])}, MIG-style gap {_score(matrix['mig'])} ({source}; "
+              "bold: each factor's top direction)"]
+    return lines
 
 
 def _bars(values: list[float], labels: list[str], title: str, width: int = 360, height: int = 140,

@@ -56,7 +56,8 @@ class GeneratorAdapter(abc.ABC):
     :meth:`to_space`, :meth:`projection_weights`.
 
     Every hook a discovery method or the evaluation reads is declared here with its default
-    (:attr:`projection_layers`, :meth:`projection_weights`, :meth:`sefa_space`, :attr:`true_directions`);
+    (:attr:`projection_layers`, :meth:`projection_weights`, :meth:`sefa_space`, :attr:`true_directions`,
+    :meth:`read_factors`);
     nothing outside the adapters reads an attribute this class does not declare.
     """
 
@@ -236,12 +237,15 @@ class GeneratorAdapter(abc.ABC):
 
     # ------------------------------------------------------------------ synthesis
     def synthesize(self, latents: torch.Tensor, *, space: str | None = None, classes: ClassSpec = None,
-                   truncation: float | None = None) -> torch.Tensor:
+                   truncation: float | None = None, offsets: torch.Tensor | None = None) -> torch.Tensor:
         """Render latents ``[N, D]`` / ``[N, L, D]`` of ``space`` → float32 ``[N, 3, H, W]`` in about [-1, 1].
 
         ``classes``: one id/name for all, or one per latent (conditional generators; default class 0).
         ``truncation``: the ψ the latents were sampled with, for families whose forward needs it.
-        Differentiable with respect to ``latents``; wrap in ``torch.no_grad()`` when rendering only.
+        ``offsets``: feature offsets ``[N, *feature_offset_shape]`` added to the output of the first
+        layer (:attr:`feature_offset_shape`; latents of ``z`` only; refused where it is None).
+        Differentiable with respect to ``latents`` (and ``offsets``); wrap in ``torch.no_grad()`` when
+        rendering only.
         """
         target = self.space(space)
         latents = latents.to(self.device, torch.float32)
@@ -249,12 +253,41 @@ class GeneratorAdapter(abc.ABC):
             raise invalid("latents", f"shape {tuple(latents.shape)}",
                           f"shape {('N',) + target.shape(0)[1:]} for space {target.name!r}")
         ids = self.class_tensor(classes, latents.shape[0])
-        return self._synthesize(latents, target.name, ids, self.check_truncation(truncation))
+        if offsets is None:
+            return self._synthesize(latents, target.name, ids, self.check_truncation(truncation))
+        shape = self.feature_offset_shape
+        if shape is None or target.name != "z":
+            raise invalid("offsets", f"a tensor {tuple(offsets.shape)}", f"None for space {target.name!r} of "
+                          f"{self.spec!r} (feature offsets exist in z of DCGAN-family generators)",
+                          "Drop the offsets (invert with --no-feature-offset)", cls=NotSupportedError)
+        if tuple(offsets.shape) != (latents.shape[0], *shape):
+            raise invalid("offsets", f"shape {tuple(offsets.shape)}", f"shape {(latents.shape[0], *shape)}: "
+                          f"one offset {shape} per latent")
+        offsets = offsets.to(self.device, torch.float32)
+        return self._synthesize_with_offsets(latents, ids, self.check_truncation(truncation), offsets)
 
     @abc.abstractmethod
     def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
                     truncation: float | None) -> torch.Tensor:
         """Family-specific rendering; inputs already validated and on the device."""
+
+    @property
+    def feature_offset_shape(self) -> tuple[int, ...] | None:
+        """Per-row shape ``(C, H, W)`` of the *feature offset* :meth:`synthesize` can add to the output of
+        the network's first layer, or None (the default): not supported.
+
+        A family sets it only where that first layer is affine in the latent (DCGAN: a ConvTranspose2d
+        with its BatchNorm folded in), so a z edit ``G(z + αd; r) = rest(first(z + αd) + r)`` moves the
+        image exactly as it moves ``G(z + αd)``: the offset is a constant in pre-activation space, and
+        every z direction applies unchanged. Inversion optimises it (docs/inversion.md, "Feature offset").
+        """
+        return None
+
+    def _synthesize_with_offsets(self, latents: torch.Tensor, classes: torch.Tensor | None,
+                                 truncation: float | None, offsets: torch.Tensor) -> torch.Tensor:
+        """Render z ``latents [N, D]`` with ``offsets [N, *feature_offset_shape]`` added after the first
+        layer; inputs validated and on the device. Families with a :attr:`feature_offset_shape` override it."""
+        raise NotSupportedError(f"{self.spec} cannot render feature offsets")
 
     # ------------------------------------------------------------------ SeFa support
     @property
@@ -287,6 +320,14 @@ class GeneratorAdapter(abc.ABC):
         """Known factor directions, for ground-truth scores: factor name → unit vector ``[D]`` (CPU
         float32) in the default space. ``None`` (the default) for generators whose factors nobody knows;
         the ``synthetic`` family has them by construction."""
+        return None
+
+    def read_factors(self, images: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The scene factors an image shows, read by a model of the generator's data, for ground-truth
+        scores on *learned* generators: ``images [N, 3, R, R]`` in [-1, 1] → ``{factor: [N]}`` on the CPU
+        (the testbed's units, :mod:`latentdirs.scenes`), or ``None`` (the default) for generators whose
+        images nobody can read. The ``shapes-*`` generators read them with the factor reader
+        (:func:`latentdirs.factor_reader.scene_factor_reader`)."""
         return None
 
     def check_layers(self, layers: Sequence[int] | None, *, param: str = "layers") -> list[int] | None:

@@ -115,10 +115,28 @@ class DCGANAdapter(GeneratorAdapter):
 
     def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
                     truncation: float | None) -> torch.Tensor:
+        return self._inference(self._input(latents, classes))
+
+    def _input(self, latents: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+        """The network's input ``[N, D (+ classes), 1, 1]``: z, then the class one-hot (conditional nets)."""
         if classes is not None:
             one_hot = nn.functional.one_hot(classes, self.num_classes).to(latents.dtype)
             latents = torch.cat([latents, one_hot], dim=1)
-        return self._inference(latents[:, :, None, None])
+        return latents[:, :, None, None]
+
+    @property
+    def feature_offset_shape(self) -> tuple[int, int, int]:
+        """``(C, k, k)`` of the first ConvTranspose2d's output (a 1×1 input, stride 1, no padding: k × k):
+        ``(512, 4, 4)`` for dcgan-faces, ``(1024, 4, 4)`` for dcgan-eyes. Its BatchNorm is folded in, so the
+        layer is affine in ``[z, one_hot(class)]`` and an offset added after it commutes with z edits."""
+        first: nn.ConvTranspose2d = self._inference[0]  # type: ignore[assignment]
+        return (first.out_channels, *first.kernel_size)
+
+    def _synthesize_with_offsets(self, latents: torch.Tensor, classes: torch.Tensor | None,
+                                 truncation: float | None, offsets: torch.Tensor) -> torch.Tensor:
+        # the offset enters before the first ReLU: rest(first([z, class]) + r)
+        features = self._inference[0](self._input(latents, classes)) + offsets
+        return self._inference[1:](features)
 
     def projection_weights(self, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
         """The first ConvTranspose2d, latent rows only: ``[z_dim, C·k·k]`` (SeFa's DCGAN choice)."""

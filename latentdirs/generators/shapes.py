@@ -33,7 +33,9 @@ class ShapesDCGANAdapter(DCGANAdapter):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._reader = None
+        from latentdirs.factor_reader import scene_factor_reader
+
+        self._scene_factors = scene_factor_reader(self.device)  # loads the reader on first use
 
     def read_factors(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scene factors of ``images`` ``[N, 3, 64, 64]`` in [-1, 1], as read by the factor reader.
@@ -42,11 +44,7 @@ class ShapesDCGANAdapter(DCGANAdapter):
         :meth:`latentdirs.factor_reader.FactorReader.read`; ``shape`` is int64, ``rotation`` NaN
         where a disc is read, plus ``shape_probability`` ``[N, 4]``). The reader loads on first use.
         """
-        if self._reader is None:
-            from latentdirs.factor_reader import load_factor_reader
-
-            self._reader = load_factor_reader(device=self.device)
-        return self._reader.read(images)
+        return self._scene_factors(images)
 
 
 def load_shapes_dcgan(argument: str | None = None, *, device: str | torch.device = "auto") -> ShapesDCGANAdapter:

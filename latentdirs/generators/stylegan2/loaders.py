@@ -6,6 +6,8 @@ Formats, recognised by content, not extension:
 * old TensorFlow StyleGAN2 / StyleGAN2-ADA pickles ``(G, D, Gs)``: ``Gs`` (as NVlabs' legacy.py maps it);
 * rosinality ``.pt`` checkpoints (torch.save zip or legacy files): ``g_ema`` plus ``latent_avg``, or
   training checkpoints with ``g``, ``d``, ``args`` (``args`` is an argparse.Namespace, allowed explicitly).
+* safetensors state dicts of a generator with NVlabs parameter names (``mapping.fc0.weight``,
+  ``synthesis.b4.const`` …; what ``training/train_stylegan2.py`` ships), options in the metadata.
 
 Pickles go through :mod:`.unpickle` (nothing in them runs); torch files through
 ``torch.load(weights_only=True)``. Every size is inferred from tensor shapes.
@@ -41,6 +43,8 @@ def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.
         raise MissingWeightsError(f"generator: no StyleGAN2 file at {str(path)!r}; give the path of a network "
                                   "pickle (.pkl) or a rosinality checkpoint (.pt)")
     data = path.read_bytes()
+    if _is_safetensors(data):
+        return _converted(path, "a safetensors state dict", _from_safetensors, data)
     if data[:4] == _ZIP_MAGIC or is_legacy_torch(data):
         del data  # load_torch_weights reads the file itself
         checkpoint = load_torch_weights(path, param="generator", extra_globals=[argparse.Namespace])
@@ -203,6 +207,61 @@ def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, co
                            architecture=architecture, conv_clamp=conv_clamp, mapping_lr=mapping_lr,
                            embed_features=embed or None, mapping_features=hidden,
                            use_noise="synthesis.b4.conv1.noise_strength" in state)
+
+
+# ---------------------------------------------------------------------- safetensors
+#: safetensors metadata keys this format reads, with the values assumed when a key is absent (NVlabs' defaults)
+SAFETENSORS_OPTIONS = {"architecture": "skip", "mapping_lr": "0.01", "conv_clamp": "none"}
+
+
+def _is_safetensors(data: bytes) -> bool:
+    """A safetensors file: an 8-byte little-endian header length that fits the file, then a JSON object."""
+    if len(data) < 10:
+        return False
+    header = int.from_bytes(data[:8], "little")
+    return 2 <= header <= len(data) - 8 and data[8:9] == b"{"
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    import json
+
+    try:
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MalformedPickle(f"a safetensors header that is not JSON ({error.__class__.__name__})") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in _mapping(metadata, "safetensors __metadata__").items()}
+
+
+def _from_safetensors(data: bytes) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
+    """NVlabs-named tensors; ``architecture``, ``mapping_lr``, ``conv_clamp`` (a number or ``none``) from
+    the metadata. Non-finite weights are refused (``mapping.w_avg`` may be all NaN: estimated then)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    options = {**SAFETENSORS_OPTIONS, **_safetensors_metadata(data)}
+    try:
+        stored = load(data)
+    except SafetensorError as error:
+        raise MalformedPickle(f"an unreadable safetensors file ({library_reason(error)})") from None
+    state: dict[str, torch.Tensor] = {}
+    for key, value in stored.items():
+        if not value.is_floating_point():
+            raise MalformedPickle(f"{key} of dtype {value.dtype}, not floating point")
+        value = value.float()
+        finite = torch.isfinite(value)
+        if not bool(finite.all()) and not (key == "mapping.w_avg" and bool(torch.isnan(value).all())):
+            raise MalformedPickle(f"{key} holds {int((~finite).sum())} non-finite values")
+        state[key] = value
+    try:
+        mapping_lr = float(options["mapping_lr"])
+        clamp = None if options["conv_clamp"].lower() == "none" else float(options["conv_clamp"])
+    except ValueError:
+        raise MalformedPickle(f"metadata mapping_lr={options['mapping_lr']!r}, conv_clamp={options['conv_clamp']!r}; "
+                              "allowed: numbers (conv_clamp may be 'none')") from None
+    config = _config_from_shapes(state, architecture=options["architecture"], conv_clamp=clamp,
+                                 mapping_lr=mapping_lr)
+    return config, state, "safetensors"
 
 
 # ---------------------------------------------------------------------- rosinality

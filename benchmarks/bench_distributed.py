@@ -1,0 +1,146 @@
+"""Sharded edits (issue 19): images/s of one process against two ranks on this machine.
+
+Run: ``.venv/bin/python -m benchmarks.bench_distributed`` (about a minute on 2 quiet CPU cores).
+
+Prints, each measured in this run on dcgan-faces (64×64), grids + strips + manifest written:
+* the render phase (``render_edits`` / ``render_edits_sharded`` from call to return, generator already
+  loaded; best of ``--repeat``): one process with 1 and with 2 threads; 1 and 2 ranks (gloo, spawned
+  processes) with 1 thread each;
+* the whole command, process start and generator load included: ``latentdirs edit`` against
+  ``torchrun --nproc-per-node 2 -m latentdirs.cli edit`` (once each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import latentdirs
+from benchmarks.common import report
+from latentdirs.generators.base import GeneratorAdapter
+from latentdirs.plan import EditPlan
+from latentdirs.render import render_edits
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _plan(faces: GeneratorAdapter, directions: latentdirs.Directions, seeds: int, indices: int) -> EditPlan:
+    return EditPlan.build(faces, directions, seeds=list(range(seeds)), indices=list(range(indices)),
+                          alphas=[-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rank(rank: int, world: int, port: int, seeds: int, indices: int, batch: int, repeat: int, result: str) -> None:
+    """One spawned rank: best render time of ``repeat`` sharded edits (between barriers), written by rank 0."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from latentdirs import distributed
+    from latentdirs.render import render_edits_sharded
+
+    ranks = distributed.setup("cpu")
+    faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+    directions = latentdirs.discover(faces, "sefa", num_directions=indices)
+    plan = _plan(faces, directions, seeds, indices)
+    best = float("inf")
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = ranks.broadcast(scratch)  # one output directory for all ranks
+        for attempt in range(repeat):
+            ranks.barrier()
+            started = time.perf_counter()
+            render_edits_sharded(faces, directions, plan, Path(folder) / f"run{attempt}", ranks, batch_size=batch)
+            ranks.barrier()
+            best = min(best, time.perf_counter() - started)
+        ranks.barrier()  # rank 0's folder outlives every rank's last write
+    if ranks.is_main:
+        Path(result).write_text(json.dumps(best))
+    distributed.teardown()
+
+
+def render_phase(world: int, seeds: int, indices: int, batch: int, repeat: int) -> float:
+    """Best seconds of the sharded render over ``world`` spawned ranks (1 thread each)."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / "best.json"
+        mp.spawn(_rank, args=(world, _free_port(), seeds, indices, batch, repeat, str(result)), nprocs=world)
+        return float(json.loads(result.read_text()))
+
+
+def single_phase(threads: int, seeds: int, indices: int, batch: int, repeat: int) -> float:
+    """Best seconds of ``render_edits`` in this process with ``threads`` threads."""
+    torch.set_num_threads(threads)
+    faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+    directions = latentdirs.discover(faces, "sefa", num_directions=indices)
+    plan = _plan(faces, directions, seeds, indices)
+    best = float("inf")
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            render_edits(faces, directions, plan, out, batch_size=batch)
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
+def whole_commands(seeds: int, indices: int, batch: int) -> dict[str, float]:
+    """Wall seconds of the CLI, one process (2 threads) and torchrun with 2 ranks (1 thread each)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+        path = latentdirs.discover(faces, "sefa", num_directions=indices).save(folder / "faces.safetensors")
+        edit = ["edit", str(path), "--indices", f"0-{indices - 1}", "--seeds", f"0-{seeds - 1}", "--batch-size",
+                str(batch), "--device", "cpu"]
+        commands = {
+            "latentdirs edit (1 process, 2 threads)": ([sys.executable, "-m", "latentdirs.cli"], "2"),
+            "torchrun --nproc-per-node 2 (1 thread each)": ([sys.executable, "-m", "torch.distributed.run",
+                                                             "--nproc-per-node", "2", "--master-port",
+                                                             str(_free_port()), "-m", "latentdirs.cli"], "1"),
+        }
+        times = {}
+        for number, (name, (command, threads)) in enumerate(commands.items()):
+            environment = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(REPO)}
+            started = time.perf_counter()
+            subprocess.run(command + edit + ["-o", str(folder / f"out{number}")], check=True, env=environment,
+                           capture_output=True, cwd=REPO)
+            times[name] = time.perf_counter() - started
+        return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--indices", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    total = args.seeds * args.indices * 7
+    shape = (args.seeds, args.indices, args.batch_size, args.repeat)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    phases = {"1 process, 1 thread": single_phase(1, *shape), "1 process, 2 threads": single_phase(2, *shape),
+              "1 rank (sharded path), 1 thread": render_phase(1, *shape),
+              "2 ranks, 1 thread each": render_phase(2, *shape)}
+    base = phases["1 process, 1 thread"]
+    report(f"render phase, dcgan-faces, {total} images, batch {args.batch_size} (best of {args.repeat})",
+           [(name, f"{total / seconds:.0f} img/s ({base / seconds:.2f}x)") for name, seconds in phases.items()])
+    commands = whole_commands(args.seeds, args.indices, args.batch_size)
+    report(f"whole command, {total} images (process start and generator load included, once each)",
+           [(name, f"{seconds:.1f} s ({total / seconds:.0f} img/s)") for name, seconds in commands.items()])
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (other jobs share this machine)")
+
+
+if __name__ == "__main__":
+    main()

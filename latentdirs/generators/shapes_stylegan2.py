@@ -1,0 +1,67 @@
+"""``shapes-stylegan2``: a StyleGAN2 trained in this project on the scene renderer of :mod:`latentdirs.scenes`.
+
+The network is this project's own StyleGAN2 (:mod:`latentdirs.generators.stylegan2.network`), small
+(z = w in R^64, 2 mapping layers, 32 px: the renderer's 64 px scenes area-downsampled), trained by
+``training/train_stylegan2.py`` (recipe there and in the catalogue) and shipped as
+``checkpoints/shapes-stylegan2.safetensors``: a float16 safetensors state dict with NVlabs parameter
+names. It loads through exactly the code path of ``stylegan2:FILE``
+(:func:`~latentdirs.generators.stylegan2.loaders.read_checkpoint`, then
+:class:`~latentdirs.generators.stylegan2.StyleGAN2Adapter`), after a sha256 check against the
+catalogue, so both specs give the same network and fingerprint. What a latent direction does to its
+images can be *measured* with :meth:`ShapesStyleGAN2Adapter.read_factors` (the factor reader;
+the 32 px images are resized to the reader's 64 px). Its factor directions are unknown:
+:attr:`~latentdirs.generators.base.GeneratorAdapter.true_directions` stays ``None``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from latentdirs.catalogue import checkpoints_dir, entry
+from latentdirs.errors import MissingWeightsError, UnknownNameError, invalid
+from latentdirs.generators.stylegan2 import StyleGAN2Adapter
+from latentdirs.generators.stylegan2.loaders import read_checkpoint
+from latentdirs.weights import verify_sha256
+
+WEIGHTS_FILE = "shapes-stylegan2.safetensors"
+NAME = "shapes-stylegan2"
+
+
+class ShapesStyleGAN2Adapter(StyleGAN2Adapter):
+    """A :class:`~latentdirs.generators.stylegan2.StyleGAN2Adapter` that can also read its images' scene factors."""
+
+    #: the factors :meth:`read_factors` returns (see :mod:`latentdirs.scenes` for units and ranges)
+    factor_names = ("x", "y", "scale", "rotation", "hue", "background", "shape")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        from latentdirs.factor_reader import scene_factor_reader
+
+        self._scene_factors = scene_factor_reader(self.device)  # loads the reader on first use
+
+    def read_factors(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scene factors of ``images`` ``[N, 3, 32, 32]`` (any square size) in [-1, 1], read by the factor
+        reader after resizing to 64 px: ``{name: [N]}`` on the CPU in the renderer's units (``shape``
+        int64, ``rotation`` NaN where a disc is read, plus ``shape_probability`` ``[N, 4]``)."""
+        return self._scene_factors(images)
+
+
+def load_shapes_stylegan2(argument: str | None = None, *, device: str | torch.device = "auto",
+                          noise_mode: str = "const", truncation_cutoff: int | None = None) -> ShapesStyleGAN2Adapter:
+    """``shapes-stylegan2``: the shipped weights, checked against the catalogue's sha256 when it lists them."""
+    if argument is not None:
+        raise invalid("generator", f"{NAME}:{argument}", f"'{NAME}' without ':…'",
+                      "use 'stylegan2:PATH' for another StyleGAN2 file")
+    path = checkpoints_dir() / WEIGHTS_FILE
+    if not path.is_file():
+        raise MissingWeightsError(f"generator: {NAME} weights {str(path)!r} are missing; reinstall latentdirs "
+                                  "or retrain them with training/train_stylegan2.py")
+    try:
+        expected = entry(NAME).sha256
+    except UnknownNameError:
+        expected = None  # a checkout whose catalogue predates the entry: the loader's checks remain
+    if expected:
+        verify_sha256(path, expected, fix=f"Restore checkpoints/{WEIGHTS_FILE} from the repository")
+    config, state, source_format = read_checkpoint(path)
+    return ShapesStyleGAN2Adapter(config, state, spec=NAME, source_format=source_format, noise_mode=noise_mode,
+                                  truncation_cutoff=truncation_cutoff, device=device)
