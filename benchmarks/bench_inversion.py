@@ -23,6 +23,7 @@ Figures print as tables (and a JSON line each); docs/inversion.md "Measured" quo
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -101,13 +102,15 @@ def bench_photo(seeds: int = 8) -> None:
     tiles = np.stack([to_uint8(target), to_uint8(base_image), to_uint8(z_only.reconstructions),
                       to_uint8(ours.reconstructions)], axis=1)
     save_image(grid_image(np.repeat(np.repeat(tiles, 2, axis=2), 2, axis=3),
-                          column_labels=["photo", f"baseline {float(base_psnr):.1f} dB", f"z only {float(z_only.psnr):.1f} dB",
-                                         f"z + offset {float(ours.psnr):.1f} dB"]), GRID)
+                          column_labels=["photo", f"baseline {float(base_psnr):.1f} dB",
+                                         f"z only {float(z_only.psnr):.1f} dB", f"z + offset {float(ours.psnr):.1f} dB"]),
+               GRID)
     figures: dict = {"baseline_psnr": float(base_psnr), "baseline_seconds": base_seconds,
                      "z_only": {"psnr": float(z_only.psnr), "ms_ssim": float(z_only.ms_ssim), "seconds": z_only.seconds,
                                 **edits["z only"]["inverted"]},
                      "offset": {"psnr": float(ours.psnr), "ms_ssim": float(ours.ms_ssim), "seconds": ours.seconds,
-                                "psnr_without_offset": float(ours.psnr_without_offset), **edits["z + offset"]["inverted"]},
+                                "psnr_without_offset": float(ours.psnr_without_offset),
+                                **edits["z + offset"]["inverted"]},
                      "sampled_correlation": edits["z only"]["sampled"]["correlation"]}
     z = faces.sample_seeds(list(range(100_000, 100_000 + seeds)))
     with torch.no_grad():
@@ -242,7 +245,7 @@ def bench_classes(count: int = 16, steps: int = 150, starts: int = 1) -> None:
     """The class of ``count`` dcgan-eyes images G(z, c) of known class (seeds 400000…, class k mod 8), MSE,
     no feature offset (it could absorb the class): the pre-issue-13 rule (each image's best class at the
     search's end), the finalist race (the default), and the soft class vector. Accuracy and seconds."""
-    import latentdirs.invert as invert_module
+    invert_module = importlib.import_module("latentdirs.invert")  # the module: latentdirs.invert is also the function
 
     eyes = latentdirs.load_generator("dcgan-eyes", device="cpu")
     torch.set_num_threads(2)

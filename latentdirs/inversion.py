@@ -200,7 +200,8 @@ class Inversion:
         if self.offsets is None:
             return self.render(latents, noise, self.classes)
         joined = train and self.step >= self.offset_from
-        return self.render(latents, noise, self.classes, self.offsets if joined else self.offsets.detach())  # type: ignore[call-arg]
+        offsets = self.offsets if joined else self.offsets.detach()
+        return self.render(latents, noise, self.classes, offsets)
 
     def __len__(self) -> int:
         return self.latents.shape[0]

@@ -473,7 +473,8 @@ def _result(model: SpaceModel, targets: torch.Tensor, parts: list[dict[str, Any]
     runs: list[Inversion] = [p["inversion"] for p in parts]
     latents = torch.cat([r.latents.detach() for r in runs])
     class_ids = None if runs[0].classes is None else torch.cat([r.classes for r in runs])  # type: ignore[misc]
-    offsets = torch.cat([r.offsets.detach() for r in runs]) if options.feature_offset else None  # type: ignore[union-attr]
+    offsets = (torch.cat([r.offsets.detach() for r in runs])  # type: ignore[union-attr]
+               if options.feature_offset else None)
     with torch.no_grad():  # as the file re-renders: with the offsets it holds, without noise maps
         plain = torch.cat([model.render(r.latents.detach(), None, r.classes,
                                         None if r.offsets is None else r.offsets.detach()) for r in runs]).clamp(-1, 1)

@@ -430,8 +430,8 @@ def _check_entry(path: Path, entry: Any, shape: list[int], header_length: int, s
         raise invalid(f"{where}: data_offsets", _short(offsets), "two byte offsets", cls=LatentsFileError)
     needed = 4 * math.prod(shape)
     if offsets[1] - offsets[0] != needed or (size is not None and 8 + header_length + offsets[1] > size):
-        raise LatentsFileError(f"{where}: its '{name}' tensor of shape {shape} needs {needed:,} bytes, but the file gives it "
-                               f"{offsets[1] - offsets[0]:,} (offsets {offsets}); it is truncated or corrupt")
+        raise LatentsFileError(f"{where}: its '{name}' tensor of shape {shape} needs {needed:,} bytes, but the file "
+                               f"gives it {offsets[1] - offsets[0]:,} (offsets {offsets}); it is truncated or corrupt")
 
 
 def _short(value: Any) -> str:
@@ -488,7 +488,8 @@ def _check_meta(meta: dict[str, Any], where: str, cls: type[LatentDirsError]) ->
                       f"offsets are schema v{OFFSETS_SCHEMA_VERSION})")
         if (not isinstance(offsets, list) or len(offsets) != 4 or offsets[0] != count
                 or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**31 for v in offsets)):
-            raise bad("offsets", _short(offsets), f"null or the offsets tensor's shape [{count}, C, H, W]: integers ≥ 1")
+            raise bad("offsets", _short(offsets),
+                      f"null or the offsets tensor's shape [{count}, C, H, W]: integers ≥ 1")
         if 4 * (math.prod(offsets) + math.prod(shape)) > MAX_FILE_BYTES:
             raise bad("offsets", offsets, f"tensors of at most {MAX_FILE_BYTES // 2**20} MiB together")
 

@@ -143,9 +143,10 @@ def test_missing_and_foreign_headers(faces, tmp_path):
     with pytest.raises(LatentsFileError, match="schema 'latentdirs.directions'.*give it as DIRECTIONS"):
         Latents.load(directions)
     newer = _meta(faces)
-    newer["schema_version"] = 2
+    newer["schema_version"] = latent_file.SCHEMA_VERSION + 1
     _raw_file(tmp_path / "new.safetensors", newer, _tensor_bytes(_faces_latents(faces)))
-    with pytest.raises(LatentsFileError, match="schema v2, newer .* upgrade: pip install --upgrade latentdirs"):
+    with pytest.raises(LatentsFileError, match=f"schema v{latent_file.SCHEMA_VERSION + 1}, newer .* upgrade: "
+                                               "pip install --upgrade latentdirs"):
         Latents.load(tmp_path / "new.safetensors")
     with pytest.raises(LatentsFileError, match="no file at"):
         Latents.load(tmp_path / "absent.safetensors")

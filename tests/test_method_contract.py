@@ -22,6 +22,9 @@ METHOD_CONFIGS: dict[str, dict] = {
     "sefa": {},
     "orojar": {"steps": 1, "batch_size": 2, "subspace": "0-3", "seed": 3},
     "regression": {"samples": 2, "iterations": 1, "epochs": 1, "recalibrate": 0, "amounts": [0.1], "seed": 3},
+    "ganspace": {"samples": 300, "regression_samples": 300, "seed": 3},
+    # a continuous attribute: a class-labelled boundary points to the positive class, not the canonical sign
+    "interfacegan": {"attribute": "brightness", "samples": 60, "seed": 3},
 }
 
 

@@ -135,7 +135,8 @@ def calibration_section(name: str, generator: GeneratorAdapter, path: Path, args
                      f"{reg.abs_error * factor:.2f} | {read.mean:+.4f} ± {read.std:.4f} | {read.abs_error * factor:.2f} |")
     for way, rows in tables.items():
         errors = torch.tensor([abs(v - r.requested) for r in rows for v in r.values]) * factor
-        lines.append(f"\n**{way}**: mean error {float(errors.mean()):.2f} {unit}, per-seed spread (std) "
+        lines.append(f"\n**{way}**: mean error (over every seed and request, 0 included) "
+                     f"{float(errors.mean()):.2f} {unit}, per-seed spread (std) "
                      f"{float(errors.std()):.2f}, worst {float(errors.max()):.2f}")
     lines += ["", f"Seed by seed (factor reader, {calibration['units']}):", "",
               "| requested | " + " | ".join(str(s) for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
