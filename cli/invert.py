@@ -76,6 +76,7 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     """
     from tqdm import tqdm
 
+    from latentdirs import distributed
     from latentdirs.atomic import check_not_an_input, check_writable_directory
     from latentdirs.invert import editability, invert_tensors, inversion_options, latents_of
     from latentdirs.photos import collect_images, prepare_images
@@ -88,9 +89,12 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     named = [v for v in inputs if isinstance(v, (str, Path)) and str(v)]
     check_not_an_input(out, named)  # never overwrite a photo, the encoder or the weights
     check_not_an_input(grid_path, named + [out], param="--grid")
-    check_writable_directory(out.parent, param="--out")  # fail now, not after the optimisation
-    check_writable_directory(grid_path.parent, param="--grid")
-    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options), device=device)
+    ranks = distributed.setup(device)  # None unless launched by torchrun; then each rank's own device
+    if ranks is None or ranks.is_main:  # one probe: ranks writing the same probe file would race
+        check_writable_directory(out.parent, param="--out")  # fail now, not after the optimisation
+        check_writable_directory(grid_path.parent, param="--grid")
+    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options),
+                                      device=device if ranks is None else ranks.device)
     chosen = {key: value for key, value in (("space", space), ("steps", steps), ("lr", lr), ("loss", loss),
                                             ("latent_noise", latent_noise), ("penalty", penalty),
                                             ("feature_offset", feature_offset), ("offset_penalty", offset_penalty),
@@ -103,13 +107,20 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     photos = prepare_images(list(images), generator.resolution, crop=crop, allow_upscale=allow_upscale)
     for failure in photos.failures:
         click.secho(f"skipped: {terminal_safe(failure.message)}", err=True, fg="yellow")
-    with tqdm(desc="invert", unit="step", disable=None, file=sys.stderr) as bar:
-        result = invert_tensors(generator, photos.images, classes=list(classes) or None, encoder=encoder,
-                                          progress=lambda done, total: _advance(bar, done, total), seed=seed,
-                                          **{k: v for k, v in options.as_json().items()
-                                             if k in ("space", "steps", "lr", "loss", "latent_noise", "penalty",
-                                                      "noise_maps", "feature_offset", "offset_penalty",
-                                                      "batch_size")})
+    chosen_options = {k: v for k, v in options.as_json().items()
+                      if k in ("space", "steps", "lr", "loss", "latent_noise", "penalty", "noise_maps",
+                               "feature_offset", "offset_penalty", "batch_size")}
+    quiet = ranks is not None and not ranks.is_main  # rank 0 alone shows progress and reports
+    with tqdm(desc="invert", unit="step", disable=True if quiet else None, file=sys.stderr) as bar:
+        common = dict(classes=list(classes) or None, encoder=encoder, seed=seed,
+                      progress=lambda done, total: _advance(bar, done, total), **chosen_options)
+        if ranks is None:
+            result = invert_tensors(generator, photos.images, **common)
+        else:  # whole batches per rank, rank 0 gathers them: the one-process result (docs/scale.md)
+            result = distributed.invert_tensors_sharded(generator, photos.images, ranks, **common)
+            distributed.teardown()
+            if result is None:  # not rank 0: its batches went to rank 0, which writes everything
+                return
     measured = None if no_editability else editability(
         generator, result.latents, space=options.space, classes=result.classes, directions=directions_path,
         offsets=result.offsets)

@@ -271,3 +271,27 @@ def test_sharded_inversion_finds_the_one_process_latents(faces, two_ranks):
         assert torch.equal(sharded[name], getattr(single, name)), name
     assert sharded["history"] == single.history and len(single.history) == 3
     assert torch.allclose(sharded["psnr"], single.psnr, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_torchrun_invert_writes_the_latents_one_process_writes(cli_runner, tmp_path):
+    """`torchrun -m latentdirs.cli invert` with 2 ranks (one batch each): the latents file's tensors are
+    the one-process ones bit for bit; rank 0 alone writes the file and the grid and reports."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import invoke
+
+    photos = REPO / "tests" / "data"
+    arguments = ["invert", str(photos / "astronaut.jpg"), str(photos / "chelsea.png"), "-g", "dcgan-faces",
+                 "--steps", "6", "--batch-size", "1", "--no-editability"]
+    single = _one_thread(invoke, cli_runner, *arguments, "-o", str(tmp_path / "one.safetensors"))
+    assert single.exit_code == 0, single.output
+    sharded = _torchrun([*arguments, "-o", str(tmp_path / "two.safetensors")], _free_port())
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    assert sorted(one) == sorted(two) == ["latents", "offsets"]
+    for name in one:
+        assert torch.equal(one[name], two[name]), name
+    assert (tmp_path / "two-grid.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one-grid.png", "one.safetensors", "two-grid.png",
+                                                           "two.safetensors"]

@@ -7,7 +7,8 @@ The network is this project's own StyleGAN2 (:mod:`latentdirs.generators.stylega
 names. It loads through exactly the code path of ``stylegan2:FILE``
 (:func:`~latentdirs.generators.stylegan2.loaders.read_checkpoint`, then
 :class:`~latentdirs.generators.stylegan2.StyleGAN2Adapter`), after a sha256 check against the
-catalogue, so both specs give the same network and fingerprint. What a latent direction does to its
+catalogue, so both specs give the same network and fingerprint; this adapter clamps its images to
+[-1, 1] (the raw StyleGAN2 output overshoots; ``stylegan2:FILE`` renders it unclamped). What a latent direction does to its
 images can be *measured* with :meth:`ShapesStyleGAN2Adapter.read_factors` (the factor reader;
 the 32 px images are resized to the reader's 64 px). Its factor directions are unknown:
 :attr:`~latentdirs.generators.base.GeneratorAdapter.true_directions` stays ``None``.
@@ -38,6 +39,18 @@ class ShapesStyleGAN2Adapter(StyleGAN2Adapter):
         from latentdirs.factor_reader import scene_factor_reader
 
         self._scene_factors = scene_factor_reader(self.device)  # loads the reader on first use
+
+    # StyleGAN2's skip output is linear and overshoots the data's [-1, 1] (this one: ~10 % of pixels past
+    # ±1.05, up to ±5, mostly on black backgrounds); NVlabs clamp when they save images, this adapter
+    # clamps every rendering, so its images are in range for the contract, the factor reader and losses.
+    # ``stylegan2:FILE`` of the same file renders the raw output (equal to this one inside [-1, 1]).
+    def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
+                    truncation: float | None) -> torch.Tensor:
+        return super()._synthesize(latents, space, classes, truncation).clamp(-1, 1)
+
+    def synthesize_with_noise(self, latents: torch.Tensor, *, space: str, noise) -> torch.Tensor:
+        """As :meth:`StyleGAN2Adapter.synthesize_with_noise`, clamped to [-1, 1] like every rendering here."""
+        return super().synthesize_with_noise(latents, space=space, noise=noise).clamp(-1, 1)
 
     def read_factors(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scene factors of ``images`` ``[N, 3, 32, 32]`` (any square size) in [-1, 1], read by the factor
