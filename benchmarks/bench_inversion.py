@@ -218,7 +218,7 @@ def _soft_class_inversion(eyes, targets: torch.Tensor, steps: int, seed: int = 0
     PSNR when re-rendered with the argmax class)."""
     model = space_model(eyes, "z")
     count = targets.shape[0]
-    z = model.screen(targets, mse, candidates=64, seed=seed, classes=torch.zeros(count, dtype=torch.long))
+    z = model.screen(targets, mse, candidates=64, seed=seed, classes=torch.zeros(count, dtype=torch.long))[:, 0]
     z.requires_grad_(True)
     logits = torch.zeros(count, eyes.num_classes, requires_grad=True)
     adam = torch.optim.Adam([z, logits], lr=0.1)

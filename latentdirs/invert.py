@@ -10,8 +10,10 @@ Images (files, directories, globs through :mod:`latentdirs.photos`, or a tensor 
 2. **Search, and the class** (conditional generators, in spaces whose rendering takes a class): *the
    best of the classes*. Every candidate class (all classes, or those given; with a conditional encoder
    its :data:`ENCODER_CANDIDATES` most probable), each with its own screened starts, is optimised
-   alongside for the first ``search`` of the steps; then each image keeps its best row (lowest loss)
-   and goes on alone. The class found
+   alongside for the first ``search`` of the steps; then each image keeps the best start of each of
+   its :data:`FINALISTS` best classes (lowest loss), which race on to :func:`_decision_step` (the end,
+   or where a feature offset joins), and there the finalist nearest the image by pixel MSE goes on
+   alone (without classes: the best row after the search, as before). The class found
    is a real class: the photo re-renders under another class with the same content (LORD's
    class/content split). A soft class vector was measured against it (docs/inversion.md, "Measured").
 3. **Optimisation.** Adam with a learning-rate ramp-up and cosine ramp-down, latent noise annealed to

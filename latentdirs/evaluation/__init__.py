@@ -20,6 +20,7 @@ from latentdirs.evaluation.factors import effect_matrix, reads_factors, require_
 from latentdirs.evaluation.profile import effect_profile, ground_truth
 from latentdirs.evaluation.vp import random_basis, variation_predictability
 from latentdirs.generators.base import GeneratorAdapter
+from latentdirs.transforms import list_transforms
 
 log = logging.getLogger(__name__)
 #: ``factors=`` of :func:`evaluate_directions`
@@ -70,7 +71,9 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
                                    **effect_matrix(generator, vectors, samples=factor_samples, step=factor_step,
                                                    seed=seed, **common)}
     calibration = directions.meta.get("calibration")
-    if calibration:
+    if calibration and calibration.get("transform") in list_transforms():
+        # a calibration against a registered transform can be re-measured here; one against a user's labels
+        # file or scorer (InterFaceGAN) cannot, and the rest of the evaluation still runs
         from latentdirs.measure import measure_calibration, probe_amounts
 
         # requests within half the calibrated range, so the table shows the calibration's accuracy, not
