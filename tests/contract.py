@@ -49,6 +49,7 @@ FAMILY_FIXTURES: dict[str, Callable[[pytest.FixtureRequest], GeneratorAdapter]] 
     "dcgan-eyes": _session_fixture("eyes"),
     "synthetic": _session_fixture("synthetic"),
     "shapes-dcgan": lambda request: load_generator("shapes-dcgan", device="cpu"),
+    "shapes-stylegan2": lambda request: load_generator("shapes-stylegan2", device="cpu"),
     "biggan": _biggan,
     "stylegan2": _stylegan2,
     "module": _module,

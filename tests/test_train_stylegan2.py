@@ -17,7 +17,6 @@ from latentdirs.errors import NotSupportedError, WeightsMismatchError
 from latentdirs.generators.shapes_stylegan2 import WEIGHTS_FILE
 from latentdirs.registry import load_generator
 from tests.conftest import invoke
-from tests.contract import AdapterContract
 from training import train_stylegan2
 
 SHIPPED = checkpoints_dir() / WEIGHTS_FILE
@@ -75,14 +74,6 @@ def test_exported_file_loads_as_stylegan2(tmp_path, one_thread):
 @pytest.fixture(scope="module")
 def shipped():
     return load_generator("shapes-stylegan2", device="cpu")
-
-
-class TestShapesStyleGAN2Contract(AdapterContract):
-    """The shared adapter contract on the shipped generator (until tests/contract.py lists the family)."""
-
-    @pytest.fixture
-    def generator(self, shipped):
-        return shipped
 
 
 def test_shipped_file_is_catalogued_and_small():
