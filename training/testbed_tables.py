@@ -38,6 +38,10 @@ from latentdirs.registry import load_generator
 TRANSFORMS = ("shift-x", "shift-y", "zoom")
 
 
+#: the factors InterFaceGAN fits a boundary for (the position, size, colour and background ones)
+INTERFACEGAN_FACTORS = ("x", "y", "scale", "background")  # hue is circular: no linear boundary
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generator", default="shapes-dcgan")
@@ -48,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=16, help="seeds 0 … N−1 of the calibrated-shift tables")
     parser.add_argument("--amounts", default="-0.25,-0.125,0,0.125,0.25", help="requested amounts")
     parser.add_argument("--orojar-steps", type=int, default=60)
+    parser.add_argument("--ganspace-samples", type=int, default=2000)
+    parser.add_argument("--interfacegan-samples", type=int, default=1000)
     parser.add_argument("--regression-samples", type=int, default=16)
     parser.add_argument("--regression-iterations", type=int, default=30)
     parser.add_argument("--regression-recalibrate", type=int, default=16)
@@ -65,6 +71,10 @@ def direction_files(generator: GeneratorAdapter, args: argparse.Namespace) -> di
     runs: dict[str, tuple[str, dict[str, Any]]] = {
         "sefa": ("sefa", {"num_directions": args.top}),
         "orojar": ("orojar", {"num_directions": args.top, "steps": args.orojar_steps, "batch_size": 8, "seed": 0}),
+        "ganspace": ("ganspace", {"num_directions": args.top, "samples": args.ganspace_samples, "seed": 0}),
+        # one supervised boundary per factor the reader measures continuously, labels from the reader itself
+        **{f"interfacegan-{f}": ("interfacegan", {"attribute": f"factor:{f}", "samples": args.interfacegan_samples,
+                                                  "seed": 0}) for f in INTERFACEGAN_FACTORS},
         **{f"regression-{t}": ("regression", {"transform": t, "samples": args.regression_samples,
                                               "iterations": args.regression_iterations,
                                               "recalibrate": args.regression_recalibrate, "seed": 0})
