@@ -55,6 +55,26 @@ def checkpoints_dir() -> Path:
     return Path(str(resources.files("latentdirs.checkpoints")))
 
 
+def shipped_weights(name: str, file_name: str, *, retrain: str) -> Path:
+    """Path of the weights file ``file_name`` a built-in generator ``name`` ships in ``checkpoints/``, its
+    sha256 checked against the catalogue's entry when the catalogue lists one (a checkout whose catalogue
+    predates the entry keeps only the loader's own checks). ``retrain``: the script that remakes it."""
+    from latentdirs.errors import MissingWeightsError, UnknownNameError
+    from latentdirs.weights import verify_sha256
+
+    path = checkpoints_dir() / file_name
+    if not path.is_file():
+        raise MissingWeightsError(f"generator: {name} weights {str(path)!r} are missing; reinstall latentdirs "
+                                  f"or retrain them with {retrain}")
+    try:
+        expected = entry(name).sha256
+    except UnknownNameError:
+        expected = None
+    if expected:
+        verify_sha256(path, expected, fix=f"Restore checkpoints/{file_name} from the repository")
+    return path
+
+
 def curated_file(name: str) -> Path:
     """Path of a curated direction file shipped in ``checkpoints/`` (e.g. ``dcgan-faces-sefa.safetensors``)."""
     path = checkpoints_dir() / name

@@ -6,7 +6,7 @@ Pure tensor code: no files, no images on disk (that is :mod:`latentdirs.images` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -110,17 +110,21 @@ def traverse(generator: GeneratorAdapter, directions: Directions, plan: EditPlan
         raise invalid("traverse", sorted(plan_options), "a plan or keyword options, not both")
     else:
         plan.check(generator, directions)  # the fingerprint is checked wherever directions meet a generator
-    return _batches(generator, directions, plan, batch_size)
+    return render_jobs(generator, directions, plan, plan.jobs(), batch_size)
 
 
-def _batches(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
-             batch_size: int) -> Iterator[EditBatch]:
+def render_jobs(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
+                jobs: Iterable[tuple[int, int | None, int, float]], batch_size: int) -> Iterator[EditBatch]:
+    """Render some of a checked plan's jobs (``(index, class, position, value)`` from :meth:`EditPlan.jobs`,
+    in its order), ``batch_size`` at a time: what :func:`traverse` does for all of them. A sharded run
+    renders each rank's runs of whole batches this way, so every image is computed in the batch one
+    process computes it in."""
     vectors = directions.vectors.to(generator.device)
     base_z = plan.rows.latents(generator, plan.truncation)  # [R, z_dim], small
     # inverted photos with feature offsets: each item renders with its row's offset [R, C, H, W]
     offsets = plan.rows.offsets(generator) if isinstance(plan.rows, LatentRows) else None
     batch: list[tuple[int, int | None, int, float]] = []
-    for job in plan.jobs():
+    for job in jobs:
         batch.append(job)
         if len(batch) == batch_size:
             yield _render(generator, directions, plan, vectors, base_z, batch, offsets)

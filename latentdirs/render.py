@@ -31,18 +31,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from latentdirs.atomic import StagedDirectory, check_writable_directory
 from latentdirs.directions import Directions
 from latentdirs.distributed import Journal, Ranks, ResumableStaging, assign, run_key
-from latentdirs.edit import EditItem, _render, traverse
+from latentdirs.edit import EditBatch, EditItem, render_jobs, traverse
 from latentdirs.errors import invalid
 from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, to_uint8
 from latentdirs.pasteback import PasteBack
-from latentdirs.plan import EditPlan, LatentRows, generator_words
+from latentdirs.plan import EditPlan, generator_words
 from latentdirs.version import __version__
 
 if TYPE_CHECKING:
@@ -238,14 +238,7 @@ def render_edits(generator: GeneratorAdapter, directions: Directions, plan: Edit
         paste.bind(staging.path, writer.submit)
     try:
         try:
-            for batch in traverse(generator, directions, plan, batch_size=batch_size):
-                for tile, item in zip(to_uint8(batch.images), batch.items):
-                    pager.add(tile, item)
-                    if paste is not None:
-                        paste.add(tile, item)
-                if progress:
-                    progress(len(batch.items))
-            pager.flush()
+            _feed(traverse(generator, directions, plan, batch_size=batch_size), pager, paste, progress)
         finally:
             writer.close()
         records = pager.records + (paste.records if paste is not None else [])
@@ -259,6 +252,19 @@ def render_edits(generator: GeneratorAdapter, directions: Directions, plan: Edit
         raise
     _warn_unlisted(out_dir, set(written))
     return manifest
+
+
+def _feed(batches: Iterable[EditBatch], pager: "_GridPager", paste: PasteBack | None,
+          progress: Callable[[int], None] | None) -> None:
+    """Hand every rendered tile to the grid pager (and paste-back), then flush the last page."""
+    for batch in batches:
+        for tile, item in zip(to_uint8(batch.images), batch.items):
+            pager.add(tile, item)
+            if paste is not None:
+                paste.add(tile, item)
+        if progress:
+            progress(len(batch.items))
+    pager.flush()
 
 
 def _manifest(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, output: Output,
@@ -453,9 +459,6 @@ def _render_shards(generator: GeneratorAdapter, directions: Directions, plan: Ed
     A shard is journalled once its files are written (checked when the next shard is rendered, so the
     writer pool keeps working meanwhile); on an interruption the shards already written are journalled.
     """
-    vectors = directions.vectors.to(generator.device)  # as traverse() prepares them
-    base_z = plan.rows.latents(generator, plan.truncation)
-    offsets = plan.rows.offsets(generator) if isinstance(plan.rows, LatentRows) else None
     writer = _Writer()
     made: dict[int, dict[str, Any]] = {}
     waiting: deque[tuple[int, Shard, dict[str, Any], list[Future[Any]]]] = deque()
@@ -479,15 +482,8 @@ def _render_shards(generator: GeneratorAdapter, directions: Directions, plan: Ed
             first_paste = len(paste.records) if paste is not None else 0
             if paste is not None:
                 paste.bind(staging.path, tracked.submit)
-            for begin in range(0, len(own), batch_size):  # the batches one process renders (start % batch_size == 0)
-                batch = _render(generator, directions, plan, vectors, base_z, own[begin:begin + batch_size], offsets)
-                for tile, item in zip(to_uint8(batch.images), batch.items):
-                    pager.add(tile, item)
-                    if paste is not None:
-                        paste.add(tile, item)
-                if progress:
-                    progress(len(batch.items))
-            pager.flush()
+            # the batches one process renders: a shard starts on a batch boundary (start % batch_size == 0)
+            _feed(render_jobs(generator, directions, plan, own, batch_size), pager, paste, progress)
             pasted = paste.records[first_paste:] if paste is not None else []
             waiting.append((number, shard, {"grid": pager.records, "paste": pasted}, tracked.futures))
             while len(waiting) > 1:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+import argparse
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -48,3 +49,23 @@ def save_sample_grid(images: torch.Tensor, path: Path, *, title: str = "") -> No
         tiles = torch.cat([torch.from_numpy(tiles), torch.full((rows * columns - n, *tiles.shape[1:]), 255,
                                                                dtype=torch.uint8)]).numpy()
     save_image(grid_image(tiles.reshape(rows, columns, *tiles.shape[1:]), title=title), path)
+
+
+def add_run_arguments(parser: "argparse.ArgumentParser", *, out: str) -> None:
+    """The options every training script shares: seed, threads, grids, checkpoints, output and export."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--grid-every", type=int, default=250, help="steps between sample grids (0: none)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=180)
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--export", default=None, help="write the float16 safetensors here")
+    parser.add_argument("--export-only", action="store_true", help="do not train; export the saved state")
+
+
+def run(args: "argparse.Namespace", train: Callable[[Any], Any], export: Callable[[Any], None]) -> None:
+    """Train (unless ``--export-only``) into ``--out``, then export when ``--export`` names a file."""
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if not args.export_only:
+        train(args)
+    if args.export:
+        export(args)

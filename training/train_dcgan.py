@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from latentdirs import scenes
 from latentdirs.generators.dcgan import DCGANNetwork
-from training.common import export_safetensors, load_state, save_sample_grid, save_state
+from training.common import add_run_arguments, run, export_safetensors, load_state, save_sample_grid, save_state
 
 Z_DIM = 64
 WIDTH = 32
@@ -215,19 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--z-dim", type=int, default=Z_DIM)
     parser.add_argument("--width", type=int, default=WIDTH)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--grid-every", type=int, default=250, help="steps between sample grids (0: none)")
-    parser.add_argument("--checkpoint-seconds", type=float, default=180)
-    parser.add_argument("--out", default="out/train-dcgan")
-    parser.add_argument("--export", default=None, help="write the float16 safetensors here")
-    parser.add_argument("--export-only", action="store_true", help="do not train; export the saved state")
-    args = parser.parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    if not args.export_only:
-        train(args)
-    if args.export:
-        export(args)
+    add_run_arguments(parser, out="out/train-dcgan")
+    run(parser.parse_args(argv), train, export)
 
 
 if __name__ == "__main__":

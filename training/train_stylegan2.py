@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from latentdirs import scenes
 from latentdirs.generators.stylegan2.network import StyleGAN2Config, StyleGAN2Generator
-from training.common import export_safetensors, load_state, save_sample_grid, save_state
+from training.common import add_run_arguments, run, export_safetensors, load_state, save_sample_grid, save_state
 
 Z_DIM = 64
 MAPPING_LAYERS = 2
@@ -333,19 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, default=MAX_CHANNELS, help="channels at 4 and 8 px")
     parser.add_argument("--mapping-layers", type=int, default=MAPPING_LAYERS)
     parser.add_argument("--gamma", type=float, default=None, help="R1 weight (default 0.0002·R²/batch)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--grid-every", type=int, default=250, help="steps between sample grids (0: none)")
-    parser.add_argument("--checkpoint-seconds", type=float, default=180)
-    parser.add_argument("--out", default="out/train-stylegan2")
-    parser.add_argument("--export", default=None, help="write the float16 safetensors here")
-    parser.add_argument("--export-only", action="store_true", help="do not train; export the saved state")
-    args = parser.parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    if not args.export_only:
-        train(args)
-    if args.export:
-        export(args)
+    add_run_arguments(parser, out="out/train-stylegan2")
+    run(parser.parse_args(argv), train, export)
 
 
 if __name__ == "__main__":

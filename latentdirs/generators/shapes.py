@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
-from latentdirs.catalogue import checkpoints_dir, entry
-from latentdirs.errors import MissingWeightsError, UnknownNameError, WeightsMismatchError, invalid
+from latentdirs.catalogue import shipped_weights
+from latentdirs.errors import WeightsMismatchError, invalid
 from latentdirs.generators.dcgan import DCGANAdapter
-from latentdirs.weights import verify_sha256
 
 WEIGHTS_FILE = "shapes-dcgan.safetensors"
 NAME = "shapes-dcgan"
@@ -51,16 +50,7 @@ def load_shapes_dcgan(argument: str | None = None, *, device: str | torch.device
     """``shapes-dcgan``: the shipped weights, checked against the catalogue's sha256 when it lists them."""
     if argument is not None:
         raise invalid("generator", f"{NAME}:{argument}", f"'{NAME}' without ':…'")
-    path = checkpoints_dir() / WEIGHTS_FILE
-    if not path.is_file():
-        raise MissingWeightsError(f"generator: {NAME} weights {str(path)!r} are missing; reinstall latentdirs "
-                                  "or retrain them with training/train_dcgan.py")
-    try:
-        expected = entry(NAME).sha256
-    except UnknownNameError:
-        expected = None  # a checkout whose catalogue predates the entry: the key and shape checks remain
-    if expected:
-        verify_sha256(path, expected, fix="Restore checkpoints/shapes-dcgan.safetensors from the repository")
+    path = shipped_weights(NAME, WEIGHTS_FILE, retrain="training/train_dcgan.py")
     return ShapesDCGANAdapter(spec=NAME, state=_read_state(path), device=device)
 
 

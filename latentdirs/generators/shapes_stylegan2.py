@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from latentdirs.catalogue import checkpoints_dir, entry
-from latentdirs.errors import MissingWeightsError, UnknownNameError, invalid
+from latentdirs.catalogue import shipped_weights
+from latentdirs.errors import invalid
 from latentdirs.generators.stylegan2 import StyleGAN2Adapter
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
-from latentdirs.weights import verify_sha256
 
 WEIGHTS_FILE = "shapes-stylegan2.safetensors"
 NAME = "shapes-stylegan2"
@@ -65,16 +64,7 @@ def load_shapes_stylegan2(argument: str | None = None, *, device: str | torch.de
     if argument is not None:
         raise invalid("generator", f"{NAME}:{argument}", f"'{NAME}' without ':…'",
                       "use 'stylegan2:PATH' for another StyleGAN2 file")
-    path = checkpoints_dir() / WEIGHTS_FILE
-    if not path.is_file():
-        raise MissingWeightsError(f"generator: {NAME} weights {str(path)!r} are missing; reinstall latentdirs "
-                                  "or retrain them with training/train_stylegan2.py")
-    try:
-        expected = entry(NAME).sha256
-    except UnknownNameError:
-        expected = None  # a checkout whose catalogue predates the entry: the loader's checks remain
-    if expected:
-        verify_sha256(path, expected, fix=f"Restore checkpoints/{WEIGHTS_FILE} from the repository")
+    path = shipped_weights(NAME, WEIGHTS_FILE, retrain="training/train_stylegan2.py")
     config, state, source_format = read_checkpoint(path)
     return ShapesStyleGAN2Adapter(config, state, spec=NAME, source_format=source_format, noise_mode=noise_mode,
                                   truncation_cutoff=truncation_cutoff, device=device)
