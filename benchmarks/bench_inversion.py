@@ -187,7 +187,7 @@ def bench_lord(steps: int = 300) -> None:
                           ("latent noise 0.3", {"latent_noise": 0.3}), ("penalty 0.01", {"penalty": 0.01}),
                           ("penalty 0.1", {"penalty": 0.1})):
         result = invert_tensors(faces, targets, steps=steps, **options)
-        edit = editability(faces, result.latents, space="z")
+        edit = editability(faces, result.latents, space="z", offsets=result.offsets)
         figures[name] = {"psnr": float(result.psnr.mean()), "ms_ssim": float(result.ms_ssim.mean()), **edit["inverted"]}
         rows.append((name, f"PSNR {figures[name]['psnr']:.2f} dB, MS-SSIM {figures[name]['ms_ssim']:.3f}, edit "
                      f"correlation {edit['inverted']['correlation']:.2f} (sampled {edit['sampled']['correlation']:.2f}), "
