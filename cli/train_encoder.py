@@ -51,6 +51,7 @@ def train_encoder_command(generator_spec: str, space: str, steps: int, batch_siz
     """
     from tqdm import tqdm
 
+    from latentdirs import distributed
     from latentdirs.atomic import check_not_an_input, check_writable_directory
     from latentdirs.encoder import train_encoder
     from latentdirs.registry import generator_from_record
@@ -58,14 +59,22 @@ def train_encoder_command(generator_spec: str, space: str, steps: int, batch_siz
 
     named = [split_generator_spec(generator_spec)[1], *(v for _, v in generator_options), checkpoint]
     check_not_an_input(out, [v for v in named if isinstance(v, (str, Path)) and str(v)])  # never overwrite inputs
-    check_writable_directory(out.parent, param="--out")  # fail now, not after the training
-    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options), device=device)
+    ranks = distributed.setup(device)  # None unless launched by torchrun: then data-parallel (docs/scale.md)
+    if ranks is None or ranks.is_main:
+        check_writable_directory(out.parent, param="--out")  # fail now, not after the training
+    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options),
+                                      device=device if ranks is None else ranks.device)
     started = time.perf_counter()
-    with tqdm(desc="train-encoder", unit="step", total=steps, disable=None, file=sys.stderr) as bar:
+    quiet = ranks is not None and not ranks.is_main  # rank 0 alone shows progress, writes and reports
+    with tqdm(desc="train-encoder", unit="step", total=steps, disable=True if quiet else None,
+              file=sys.stderr) as bar:
         encoder = train_encoder(generator, space=space, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                                augment=not no_augment, recon_weight=recon_weight,
+                                augment=not no_augment, recon_weight=recon_weight, ranks=ranks,
                                 progress=lambda step, total, loss: _advance(bar, step, total, loss))
+    distributed.teardown()
+    if quiet:
+        return
     elapsed = time.perf_counter() - started
     encoder.save(out)
     metrics = encoder.meta["metrics"]

@@ -42,7 +42,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -53,6 +53,9 @@ from latentdirs.errors import (FingerprintMismatchError, LatentDirsError, as_fin
                                check_count, check_positive, check_seed, invalid)
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 from latentdirs.version import __version__
+
+if TYPE_CHECKING:
+    from latentdirs.distributed import Ranks
 
 SCHEMA_NAME = "latentdirs.encoder"
 SCHEMA_VERSION = 1
@@ -268,7 +271,7 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
                   lr: float = 1e-3, seed: int = 0, checkpoint: str | Path | None = None,
                   checkpoint_every: int = 200, resume: bool = False, progress: Progress | None = None,
                   augment: bool = True, recon_weight: float = 10.0, base_channels: int = 32,
-                  max_channels: int = 256) -> Encoder:
+                  max_channels: int = 256, ranks: "Ranks | None" = None) -> Encoder:
     """Train an :class:`Encoder` for ``generator``'s latent ``space`` on freshly sampled ``(G(ℓ), ℓ)`` pairs.
 
     Args:
@@ -282,6 +285,11 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
         augment: light shift/colour/noise augmentation of the training images (see the module docstring).
         recon_weight: weight of the image term ``MSE(G(ℓ̂), G(ℓ))`` (0 = latent loss only).
         base_channels, max_channels: the network's width.
+        ranks: a launched run (:func:`latentdirs.distributed.setup`, under ``torchrun``): data-parallel
+            training with DistributedDataParallel — every rank draws the step's whole batch of latents
+            (seeded as one process draws it), renders and learns from its own ``batch_size / world_size``
+            rows, and the gradients are averaged; the result is one process's with the same global
+            batch up to the reduction's float rounding. Rank 0 alone writes checkpoints.
 
     Returns:
         the trained :class:`Encoder`, its header holding the options and held-out metrics
@@ -295,12 +303,19 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
     max_channels = check_count("max_channels", max_channels, base_channels, 4096)
     if not isinstance(augment, bool):
         raise invalid("augment", augment, "True or False")
+    if ranks is not None and batch_size % ranks.world_size:
+        nearest = max(ranks.world_size, batch_size - batch_size % ranks.world_size)
+        raise invalid("batch_size", batch_size, f"a multiple of the {ranks.world_size} processes (each learns "
+                      "from an equal share of every batch)", f"Pass --batch-size {nearest}")
+    rows = slice(None) if ranks is None else slice(ranks.rank * batch_size // ranks.world_size,
+                                                   (ranks.rank + 1) * batch_size // ranks.world_size)
     target = generator.space(space)
     if generator.resolution < 8:
         raise invalid("generator", f"{generator.spec} at {generator.resolution} px", "generators of at least 8 px")
     if resume and checkpoint is None:
         raise invalid("resume", True, "resume together with a checkpoint file", "Pass --checkpoint FILE")
-    if checkpoint is not None:  # fail now, not after checkpoint_every steps
+    writes = ranks is None or ranks.is_main  # the checkpoint is rank 0's
+    if checkpoint is not None and writes:  # fail now, not after checkpoint_every steps
         check_writable_directory(Path(checkpoint).parent, param="checkpoint")
     arch = Architecture(resolution=generator.resolution, out_features=target.num_layers * target.dim,
                         num_classes=generator.num_classes, base_channels=base_channels, max_channels=max_channels)
@@ -320,19 +335,22 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
     if resume:
         first_step, history = _load_checkpoint(checkpoint, net, optimiser, identity)
     net.train()
+    model = net if ranks is None else _data_parallel(net, ranks)
     for step in range(first_step, steps):
         for group in optimiser.param_groups:
             group["lr"] = _learning_rate(lr, step, steps)
-        loss = _training_loss(generator, target, net, mean, std, _step_seed(seed, step), batch_size,
-                              augment, recon_weight)
+        loss = _training_loss(generator, target, model, mean, std, _step_seed(seed, step), batch_size,
+                              augment, recon_weight, rows=rows)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: the ranks' gradients averaged = the whole batch's mean loss's
         optimiser.step()
-        history.append(loss.item())
+        history.append(loss.item() if ranks is None else _mean_over_ranks(loss))
         if progress is not None:
             progress(step + 1, steps, history[-1])
-        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+        if writes and checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
             _save_checkpoint(checkpoint, net, optimiser, identity, step + 1, history)
+    if ranks is not None:
+        ranks.barrier()  # no rank reads on (or leaves) before rank 0's last checkpoint is written
     net.eval()
     meta = {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "library_version": __version__,
             "created": creation_time(), "generator": generator.describe(), "space": target.name,
@@ -373,20 +391,44 @@ def _random_classes(generator: GeneratorAdapter, n: int, seed: int) -> torch.Ten
     return torch.randint(generator.num_classes, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-def _training_loss(generator: GeneratorAdapter, space: LatentSpace, net: EncoderNet, mean: torch.Tensor,
+def _data_parallel(net: EncoderNet, ranks: "Ranks") -> nn.Module:
+    """``net`` wrapped in DistributedDataParallel over the ranks' tensor group (gloo on CPU, nccl on GPUs);
+    DDP broadcasts rank 0's initial weights, which every rank seeded alike anyway."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    devices = [ranks.device] if ranks.device.type == "cuda" else None
+    return DistributedDataParallel(net, device_ids=devices, process_group=ranks.new_tensor_group())
+
+
+def _mean_over_ranks(loss: torch.Tensor) -> float:
+    """The whole batch's loss: the mean of the ranks' equal-share losses (for the history and progress)."""
+    import torch.distributed as dist
+
+    value = loss.detach().to("cpu", torch.float64).reshape(1)
+    dist.all_reduce(value)  # the default (gloo) group: fine on every device
+    return float(value) / dist.get_world_size()
+
+
+def _training_loss(generator: GeneratorAdapter, space: LatentSpace, net: nn.Module, mean: torch.Tensor,
                    std: torch.Tensor, step_seed: int, batch_size: int, augment: bool,
-                   recon_weight: float) -> torch.Tensor:
-    """One step's loss on a fresh batch (see the module docstring)."""
+                   recon_weight: float, rows: slice = slice(None)) -> torch.Tensor:
+    """One step's loss on a fresh batch (see the module docstring); ``rows``: the share of the batch this
+    process learns from (data-parallel runs; the whole batch is drawn, so every share is the one a single
+    process would see at those rows)."""
     classes = _random_classes(generator, batch_size, step_seed ^ 0x5EED)
     with torch.no_grad():
         latents = generator.sample(batch_size, seed=step_seed, space=space.name, classes=classes)
+        classes = None if classes is None else classes[rows]
+        latents = latents[rows]
         images = generator.synthesize(latents, space=space.name, classes=classes)
-    inputs = augment_images(images, torch.Generator().manual_seed(step_seed ^ 0xA06)) if augment else images
+    count = len(latents)
+    inputs = (augment_images(images, torch.Generator().manual_seed(step_seed ^ 0xA06), rows=rows, total=batch_size)
+              if augment else images)
     standardised, logits = net(inputs)
-    target = (latents.reshape(batch_size, -1) - mean) / std
+    target = (latents.reshape(count, -1) - mean) / std
     loss = torch.mean((standardised - target) ** 2)
     if recon_weight:
-        predicted = (mean + std * standardised).reshape(space.shape(batch_size))
+        predicted = (mean + std * standardised).reshape(space.shape(count))
         rendered = generator.synthesize(predicted, space=space.name, classes=classes)
         loss = loss + recon_weight * torch.mean((rendered - images) ** 2)
     if classes is not None:
@@ -394,25 +436,33 @@ def _training_loss(generator: GeneratorAdapter, space: LatentSpace, net: Encoder
     return loss
 
 
-def augment_images(images: torch.Tensor, rng: torch.Generator, *, shift: int = 2) -> torch.Tensor:
+def augment_images(images: torch.Tensor, rng: torch.Generator, *, shift: int = 2, rows: slice = slice(None),
+                   total: int | None = None) -> torch.Tensor:
     """Lightly perturbed copies of ``images`` ``[N, 3, R, R]`` in [-1, 1] (same shape, clamped to [-1, 1]).
 
     Per image: a shift by up to ``shift`` pixels each way (edge pixels repeated), brightness ±0.05,
     contrast ×[0.95, 1.05] about the image mean, per-channel gain ×[0.97, 1.03], Gaussian noise of
     std uniform in [0, 0.03]. Every random draw comes from ``rng`` (CPU), so it is repeatable.
+    ``images`` may be the rows ``rows`` of a batch of ``total``: the draws are made for the whole batch
+    and those rows' used, so a share of a batch is perturbed as it is in the whole batch.
     """
-    n, _, size, _ = images.shape
-    offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=rng)
+    _, _, size, _ = images.shape
+    n = images.shape[0] if total is None else total
+
+    def share(values: torch.Tensor) -> torch.Tensor:
+        return values[rows]
+
+    offsets = share(torch.randint(0, 2 * shift + 1, (n, 2), generator=rng))
     padded = nn.functional.pad(images, (shift,) * 4, mode="replicate")
     shifted = torch.stack([padded[i, :, int(dy):int(dy) + size, int(dx):int(dx) + size]
                            for i, (dy, dx) in enumerate(offsets.tolist())])
     def uniform(shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
-        return (low + (high - low) * torch.rand(shape, generator=rng)).to(images.device)
+        return share(low + (high - low) * torch.rand(shape, generator=rng)).to(images.device)
 
     brightness = uniform((n, 1, 1, 1), -0.05, 0.05)
     contrast = uniform((n, 1, 1, 1), 0.95, 1.05)
     gain = uniform((n, 3, 1, 1), 0.97, 1.03)
-    noise = torch.randn(images.shape, generator=rng).to(images.device) * uniform((n, 1, 1, 1), 0.0, 0.03)
+    noise = share(torch.randn((n, *images.shape[1:]), generator=rng)).to(images.device) * uniform((n, 1, 1, 1), 0.0, 0.03)
     centre = shifted.mean(dim=(1, 2, 3), keepdim=True)
     return ((shifted - centre) * contrast + centre + brightness) * gain + noise
 
