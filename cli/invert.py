@@ -105,12 +105,12 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     if options.steps == 0 and encoder is None:
         raise click.UsageError("--steps 0 needs --encoder FILE (encoder-only inversion)")
     photos = prepare_images(list(images), generator.resolution, crop=crop, allow_upscale=allow_upscale)
-    for failure in photos.failures:
+    quiet = ranks is not None and not ranks.is_main  # rank 0 alone shows progress and reports
+    for failure in [] if quiet else photos.failures:
         click.secho(f"skipped: {terminal_safe(failure.message)}", err=True, fg="yellow")
     chosen_options = {k: v for k, v in options.as_json().items()
                       if k in ("space", "steps", "lr", "loss", "latent_noise", "penalty", "noise_maps",
                                "feature_offset", "offset_penalty", "batch_size")}
-    quiet = ranks is not None and not ranks.is_main  # rank 0 alone shows progress and reports
     with tqdm(desc="invert", unit="step", disable=True if quiet else None, file=sys.stderr) as bar:
         common = dict(classes=list(classes) or None, encoder=encoder, seed=seed,
                       progress=lambda done, total: _advance(bar, done, total), **chosen_options)
