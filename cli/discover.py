@@ -49,6 +49,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
     """
     from tqdm import tqdm
 
+    from latentdirs import distributed
     from latentdirs.api import discover
     from latentdirs.atomic import check_not_an_input, check_writable_directory
     from latentdirs.registry import accepted_options, generator_from_record, get_method
@@ -56,19 +57,32 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
 
     named = [split_generator_spec(generator_spec)[1], *(v for _, v in (*options, *generator_options))]
     check_not_an_input(out, [v for v in named if isinstance(v, str) and v])  # never overwrite the weights
-    check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
+    ranks = distributed.setup(device)  # None unless launched by torchrun (then data-parallel: docs/scale.md)
+    if ranks is not None and "ranks" not in accepted_options(get_method(method)):
+        distributed.teardown()
+        raise click.UsageError(f"-m {method} does not train, so it has nothing to share between processes; "
+                               "run it without torchrun (methods that train data-parallel: orojar)")
+    if ranks is None or ranks.is_main:
+        check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
     chosen: dict[str, Any] = dict(options)
     for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed),
                        ("transform", transform), ("resume", resume or None)):
         if value is not None:
             chosen[key] = value
-    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options), device=device)
-    takes_progress = "progress" in accepted_options(get_method(method))
+    generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options),
+                                      device=device if ranks is None else ranks.device)
+    quiet = ranks is not None and not ranks.is_main  # rank 0 alone shows progress, writes and reports
+    takes_progress = "progress" in accepted_options(get_method(method)) and not quiet
     started = time.perf_counter()
     with tqdm(desc=method, unit="step", disable=None if takes_progress else True, file=sys.stderr) as bar:
         if takes_progress:
             chosen["progress"] = lambda step, total, penalty: _advance(bar, step, total, penalty)
+        if ranks is not None:
+            chosen["ranks"] = ranks
         directions = discover(generator, method, **chosen)
+    distributed.teardown()
+    if quiet:
+        return
     elapsed = time.perf_counter() - started
     directions.save(out)
     scores = directions.scores

@@ -116,6 +116,39 @@ class Ranks:
         return value
 
 
+def data_parallel(module: torch.nn.Module, ranks: Ranks) -> torch.nn.Module:
+    """``module`` wrapped in DistributedDataParallel over the ranks' tensor group (gloo on the CPU, nccl
+    on GPUs): its gradients are averaged over the ranks in every backward pass. DDP also broadcasts rank
+    0's initial parameters (which every rank seeded alike anyway)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    devices = [ranks.device] if ranks.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=devices, process_group=ranks.new_tensor_group())
+
+
+def equal_share(batch_size: int, ranks: Ranks | None, *, param: str = "batch_size") -> slice:
+    """The rows of every batch of ``batch_size`` this rank learns from: an equal, contiguous share (so the
+    ranks' averaged gradients are the whole batch's mean loss's); all rows when not launched.
+    Refuses a batch size that does not split evenly, naming the nearest one that does."""
+    if ranks is None:
+        return slice(None)
+    if batch_size % ranks.world_size:
+        nearest = max(ranks.world_size, batch_size - batch_size % ranks.world_size)
+        raise invalid(param, batch_size, f"a multiple of the {ranks.world_size} processes (each learns from an "
+                      "equal share of every batch)", f"Pass --{param.replace('_', '-')} {nearest}")
+    share = batch_size // ranks.world_size
+    return slice(ranks.rank * share, (ranks.rank + 1) * share)
+
+
+def mean_over_ranks(value: torch.Tensor) -> float:
+    """The mean of a scalar over the ranks (e.g. the whole batch's loss from the ranks' equal shares)."""
+    import torch.distributed as dist
+
+    total = value.detach().to("cpu", torch.float64).reshape(1)
+    dist.all_reduce(total)  # the default (gloo) group: fine on every device
+    return float(total) / dist.get_world_size()
+
+
 def launched() -> bool:
     """Whether this process was started by ``torchrun`` (or anything that sets RANK and WORLD_SIZE)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ

@@ -49,6 +49,7 @@ from torch import nn
 
 from latentdirs.atomic import check_writable_directory, write_bytes_atomic
 from latentdirs.directions import creation_time
+from latentdirs.distributed import data_parallel, equal_share, mean_over_ranks
 from latentdirs.errors import (FingerprintMismatchError, LatentDirsError, as_finite,
                                check_count, check_positive, check_seed, invalid)
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
@@ -303,12 +304,7 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
     max_channels = check_count("max_channels", max_channels, base_channels, 4096)
     if not isinstance(augment, bool):
         raise invalid("augment", augment, "True or False")
-    if ranks is not None and batch_size % ranks.world_size:
-        nearest = max(ranks.world_size, batch_size - batch_size % ranks.world_size)
-        raise invalid("batch_size", batch_size, f"a multiple of the {ranks.world_size} processes (each learns "
-                      "from an equal share of every batch)", f"Pass --batch-size {nearest}")
-    rows = slice(None) if ranks is None else slice(ranks.rank * batch_size // ranks.world_size,
-                                                   (ranks.rank + 1) * batch_size // ranks.world_size)
+    rows = equal_share(batch_size, ranks)
     target = generator.space(space)
     if generator.resolution < 8:
         raise invalid("generator", f"{generator.spec} at {generator.resolution} px", "generators of at least 8 px")
@@ -335,7 +331,7 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
     if resume:
         first_step, history = _load_checkpoint(checkpoint, net, optimiser, identity)
     net.train()
-    model = net if ranks is None else _data_parallel(net, ranks)
+    model = net if ranks is None else data_parallel(net, ranks)
     for step in range(first_step, steps):
         for group in optimiser.param_groups:
             group["lr"] = _learning_rate(lr, step, steps)
@@ -344,7 +340,7 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
         optimiser.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: the ranks' gradients averaged = the whole batch's mean loss's
         optimiser.step()
-        history.append(loss.item() if ranks is None else _mean_over_ranks(loss))
+        history.append(loss.item() if ranks is None else mean_over_ranks(loss))
         if progress is not None:
             progress(step + 1, steps, history[-1])
         if writes and checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
@@ -389,24 +385,6 @@ def _random_classes(generator: GeneratorAdapter, n: int, seed: int) -> torch.Ten
     if not generator.conditional:
         return None
     return torch.randint(generator.num_classes, (n,), generator=torch.Generator().manual_seed(seed))
-
-
-def _data_parallel(net: EncoderNet, ranks: "Ranks") -> nn.Module:
-    """``net`` wrapped in DistributedDataParallel over the ranks' tensor group (gloo on CPU, nccl on GPUs);
-    DDP broadcasts rank 0's initial weights, which every rank seeded alike anyway."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    devices = [ranks.device] if ranks.device.type == "cuda" else None
-    return DistributedDataParallel(net, device_ids=devices, process_group=ranks.new_tensor_group())
-
-
-def _mean_over_ranks(loss: torch.Tensor) -> float:
-    """The whole batch's loss: the mean of the ranks' equal-share losses (for the history and progress)."""
-    import torch.distributed as dist
-
-    value = loss.detach().to("cpu", torch.float64).reshape(1)
-    dist.all_reduce(value)  # the default (gloo) group: fine on every device
-    return float(value) / dist.get_world_size()
 
 
 def _training_loss(generator: GeneratorAdapter, space: LatentSpace, net: nn.Module, mean: torch.Tensor,

@@ -336,3 +336,45 @@ def test_data_parallel_batch_must_split_evenly(faces):
     with pytest.raises(InvalidValueError, match=r"batch_size: got 4; allowed: a multiple of the 3 processes .*"
                                                 r"Pass --batch-size 3"):
         train_encoder(faces, steps=1, batch_size=4, ranks=ranks)
+
+
+@pytest.mark.slow
+def test_torchrun_orojar_matches_one_process_with_the_same_global_batch(cli_runner, tmp_path):
+    """OroJaR data-parallel (DDP on its basis matrix, 2 ranks × 2 latents) ends where one process with
+    batches of 4 ends, within the stated tolerance; other seeds land far outside it."""
+    from tests.conftest import invoke
+
+    arguments = ["discover", "dcgan-faces", "-m", "orojar", "--opt", "steps=3", "--opt", "batch_size=4",
+                 "--opt", "subspace=0-7"]
+    single = _one_thread(invoke, cli_runner, *arguments, "-o", str(tmp_path / "one.safetensors"))
+    assert single.exit_code == 0, single.output
+    sharded = _torchrun([*arguments, "-o", str(tmp_path / "two.safetensors")], _free_port())
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert sharded.stdout.count("wrote ") == 1  # rank 0 alone writes and reports
+    other = _one_thread(invoke, cli_runner, *arguments, "--seed", "5", "-o", str(tmp_path / "other.safetensors"))
+    assert other.exit_code == 0, other.output
+    one, two, far = (latentdirs.Directions.load(tmp_path / f"{n}.safetensors").vectors
+                     for n in ("one", "two", "other"))
+    difference = (one - two).abs()
+    assert (difference > 1e-5).float().mean() <= 1e-3 and difference.max() <= 3 * 0.01  # 3 steps × lr
+    assert (one - far).abs().max() > 1e-2
+
+
+@pytest.mark.slow
+def test_torchrun_refuses_methods_that_do_not_train(tmp_path):
+    refused = _torchrun(["discover", "dcgan-faces", "-m", "sefa", "-o", str(tmp_path / "s.safetensors")],
+                        _free_port())
+    assert refused.returncode != 0 and "-m sefa does not train" in refused.stderr  # torchrun reports 1
+    # the launcher prints its own traceback when a rank fails; none comes from latentdirs
+    assert 'File "' + str(REPO / "latentdirs") not in refused.stderr and 'File "' + str(REPO / "cli") not in refused.stderr
+    assert not (tmp_path / "s.safetensors").exists()
+
+
+def test_data_parallel_orojar_refuses_max_and_uneven_batches(faces):
+    from latentdirs.methods.orojar import orojar
+
+    ranks = Ranks(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(InvalidValueError, match=r"reduction: got 'max'; allowed: 'mean' under torchrun"):
+        orojar(faces, steps=1, batch_size=4, reduction="max", ranks=ranks)
+    with pytest.raises(InvalidValueError, match=r"batch_size: got 5; .* Pass --batch-size 4"):
+        orojar(faces, steps=1, batch_size=5, ranks=ranks)

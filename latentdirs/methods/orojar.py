@@ -40,6 +40,7 @@ import torch
 
 from latentdirs.atomic import atomic_path, check_writable_directory
 from latentdirs.directions import Directions, canonical_signs
+from latentdirs.distributed import Ranks, data_parallel, equal_share, mean_over_ranks
 from latentdirs.errors import (NotSupportedError, UnknownNameError, check_count, check_positive, check_seed,
                                describe_allowed, invalid)
 from latentdirs.generators.base import GeneratorAdapter
@@ -113,7 +114,7 @@ def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, st
            taps: Sequence[str] | str = ("output",), warm_start: str = "auto", subspace: str | Sequence[int] | None = None,
            layers: str | Sequence[int] | None = None, space: str | None = None, class_id: int | str | None = None,
            batched: bool = False, compile: bool = False, seed: int = 0, checkpoint: str | Path | None = None, checkpoint_every: int = 100,
-           resume: bool = False, progress: Progress | None = None) -> Directions:
+           resume: bool = False, progress: Progress | None = None, ranks: Ranks | None = None) -> Directions:
     """Learn an orthonormal direction basis of ``generator`` by minimising the OroJaR penalty.
 
     Args:
@@ -136,6 +137,10 @@ def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, st
             ``resume`` continue from it to the same result an uninterrupted run gives (``steps`` may
             be raised to train on; every other option and the seed must match).
         progress: called as ``progress(step, steps, penalty)`` after every step.
+        ranks: a launched run (``torchrun … discover -m orojar``): data-parallel — every rank draws the
+            step's whole batch of latents and probes, computes the penalty on its equal share and the
+            basis's gradients are averaged (DistributedDataParallel); ``reduction="mean"`` only (a max
+            over the batch does not split into shares). Rank 0 alone writes checkpoints.
 
     Returns:
         :class:`~latentdirs.directions.Directions` ``[K, D]``, ordered by mean ‖J·q‖.
@@ -147,6 +152,11 @@ def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, st
     if num_directions is not None:
         num_directions = check_count("num_directions", num_directions)
     check_penalty_choices(mode, reduction)
+    if ranks is not None and reduction != "mean":
+        raise invalid("reduction", reduction, "'mean' under torchrun (a maximum over the batch does not split "
+                      "into the ranks' shares)", "Use --opt reduction=mean, or run without torchrun")
+    rows = equal_share(batch_size, ranks)
+    share = len(range(batch_size)[rows])
     if warm_start not in WARM_STARTS:
         raise invalid("warm_start", warm_start, ", ".join(WARM_STARTS))
     tap_names = [taps] if isinstance(taps, str) else list(taps) if isinstance(taps, (list, tuple)) else []
@@ -164,7 +174,8 @@ def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, st
         raise invalid("num_directions", num_directions, f"1-{m} (the searched subspace's dimension; "
                       "the basis is always learned square, see the method's docs)")
     cls = generator.resolve_class(class_id)
-    if checkpoint is not None:  # a checkpoint that cannot be written fails now, not after checkpoint_every steps
+    writes = ranks is None or ranks.is_main  # the checkpoint is rank 0's
+    if checkpoint is not None and writes:  # a checkpoint that cannot be written fails now, not later
         check_writable_directory(Path(checkpoint).parent, param="checkpoint")
     options = {"num_directions": num_directions, "steps": steps, "batch_size": batch_size, "lr": lr, "k": k,
                "epsilon": epsilon, "mode": mode, "reduction": reduction, "taps": tap_names,
@@ -173,7 +184,9 @@ def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, st
 
     matrix, started_from = _warm_start(generator, warm_start, axes.cpu(), layer_list if target.layered else None,
                                        torch.Generator().manual_seed(seed))
-    matrix = matrix.to(generator.device).requires_grad_(True)
+    basis = _Basis(matrix.to(generator.device))
+    matrix = basis.matrix  # the one tensor Adam trains and checkpoints hold
+    rows_of = basis if ranks is None else data_parallel(basis, ranks)  # → orthonormal rows [m, m]
     optimiser = torch.optim.Adam([matrix], lr=lr)
     history: list[float] = []
     first_step = 0
@@ -184,20 +197,24 @@ def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, st
     try:
         for step in range(first_step, steps):
             step_seed = _derived_seed(seed, step)  # latents and probes of a step depend on (seed, step) only
-            latents = generator.sample(batch_size, seed=step_seed, space=target.name, classes=cls)
+            # the whole batch is drawn on every rank, so a rank's share is what one process has at those rows
+            latents = generator.sample(batch_size, seed=step_seed, space=target.name, classes=cls)[rows]
             probes = rademacher((k, batch_size, m), torch.Generator().manual_seed(step_seed), generator.device)
-            directions = orthonormal_rows(matrix) @ axes  # [m, D]
+            probes = probes[:, rows]
+            directions = rows_of() @ axes  # [m, D]
             penalty = orojar_penalty(lambda w: render(latents, w @ directions),
-                                     torch.zeros(batch_size, m, device=generator.device),
+                                     torch.zeros(share, m, device=generator.device),
                                      probes, mode=mode, epsilon=epsilon, reduction=reduction, batched=batched)
             optimiser.zero_grad(set_to_none=True)
-            penalty.backward()
+            penalty.backward()  # under DDP: the ranks' gradients averaged = the whole batch's mean penalty's
             optimiser.step()
-            history.append(penalty.item())
+            history.append(penalty.item() if ranks is None else mean_over_ranks(penalty))
             if progress is not None:
                 progress(step + 1, steps, history[-1])
-            if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            if writes and checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 _save_checkpoint(checkpoint, matrix, optimiser, options, seed, step + 1, history)
+        if ranks is not None:
+            ranks.barrier()  # rank 0's last checkpoint is written before any rank moves on
         with torch.no_grad():
             directions = orthonormal_rows(matrix) @ axes
             scores = _effect_sizes(render, generator, target, cls, directions, epsilon, seed)
@@ -211,6 +228,18 @@ def orojar(generator: GeneratorAdapter, *, num_directions: int | None = None, st
     return Directions.from_method(vectors[:keep], scores[order][:keep].cpu(), generator=generator, method="orojar",
                                   options=options, space=target.name, layers=layer_list,
                                   score_kind="mean_jacobian_norm", seed=seed)
+
+
+class _Basis(torch.nn.Module):
+    """The trained matrix ``A`` ``[m, m]`` as a module (so DistributedDataParallel can average its gradient);
+    calling it gives the orthonormal rows the directions are made of."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        self.matrix = torch.nn.Parameter(matrix.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return orthonormal_rows(self.matrix)
 
 
 def _renderer(generator, target, layers: list[int] | None, cls: int | None, tap_names: list[str],
