@@ -290,7 +290,8 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
             training with DistributedDataParallel — every rank draws the step's whole batch of latents
             (seeded as one process draws it), renders and learns from its own ``batch_size / world_size``
             rows, and the gradients are averaged; the result is one process's with the same global
-            batch up to the reduction's float rounding. Rank 0 alone writes checkpoints.
+            batch up to the reduction's float rounding. Rank 0 alone writes checkpoints and measures
+            the held-out metrics (the other ranks' encoders carry none).
 
     Returns:
         the trained :class:`Encoder`, its header holding the options and held-out metrics
@@ -354,7 +355,8 @@ def train_encoder(generator: GeneratorAdapter, *, space: str = "z", steps: int =
             "architecture": arch.as_dict(), "training": {**options, "final_loss": history[-1] if history else None},
             "seed": seed, "storage_dtype": "float32"}
     encoder = Encoder(net, generator=generator, space=target.name, latent_mean=mean, latent_std=std, meta=meta)
-    encoder.meta["metrics"] = heldout_metrics(encoder)
+    if writes:  # the held-out measure is rank 0's: the other ranks' encoders are not written
+        encoder.meta["metrics"] = heldout_metrics(encoder)
     return encoder
 
 
