@@ -21,6 +21,8 @@ from latentdirs.cli.params import CONTEXT, DEVICE, INDEX_SPEC, OPTION
               help="Projection layers to factorise, e.g. '0-3' (layered generators only).")
 @click.option("--space", default=None, help="Latent space, e.g. z, w or w+ (default: the method's choice).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Random seed (learned methods).")
+@click.option("--class", "class_name", default=None, metavar="NAME|ID",
+              help="The class rendered by a conditional generator (methods that render images; default class 0).")
 @click.option("--transform", default=None,
               help="Transform to calibrate (regression method), e.g. shift-x; see 'latentdirs list transforms'.")
 @click.option("--opt", "options", type=OPTION, multiple=True, metavar="KEY=VALUE",
@@ -33,7 +35,7 @@ from latentdirs.cli.params import CONTEXT, DEVICE, INDEX_SPEC, OPTION
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Direction file to write (.safetensors).")
 def discover_command(generator_spec: str, method: str, num_directions: int | None, layers: list[int] | None,
-                     space: str | None, seed: int | None, transform: str | None,
+                     space: str | None, seed: int | None, class_name: str | None, transform: str | None,
                      options: tuple[tuple[str, Any], ...], resume: bool,
                      generator_options: tuple[tuple[str, Any], ...], device: str, out: Path) -> None:
     """Discover directions in GENERATOR's latent space and write them to a direction file.
@@ -43,6 +45,7 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
       latentdirs discover dcgan-faces -m sefa -k 10 -o faces.safetensors
       latentdirs discover dcgan-eyes -m sefa -o eyes.safetensors
       latentdirs discover dcgan-faces -m regression --transform shift-x -o shift.safetensors
+      latentdirs discover dcgan-eyes -m orojar --class hazel -o eyes-hazel.safetensors
       latentdirs discover module:mypkg.nets:make_g --gen-opt first_layer=fc -o mine.safetensors
       latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt -o oj.safetensors
       latentdirs discover dcgan-faces -m orojar --opt steps=600 --opt checkpoint=run.ckpt --resume -o oj.safetensors
@@ -64,9 +67,14 @@ def discover_command(generator_spec: str, method: str, num_directions: int | Non
                                "run it without torchrun (methods that train data-parallel: orojar)")
     if ranks is None or ranks.is_main:
         check_writable_directory(out.parent, param="--out")  # fail now, not after a long discovery
+    if class_name is not None and "class_id" not in accepted_options(get_method(method)):
+        distributed.teardown()
+        raise click.UsageError(f"--class: -m {method} reads the weights only, so its directions do not depend on "
+                               "a class; drop --class (methods that render a class: orojar, regression, "
+                               "ganspace, interfacegan)")
     chosen: dict[str, Any] = dict(options)
     for key, value in (("num_directions", num_directions), ("layers", layers), ("space", space), ("seed", seed),
-                       ("transform", transform), ("resume", resume or None)):
+                       ("class_id", class_name), ("transform", transform), ("resume", resume or None)):
         if value is not None:
             chosen[key] = value
     generator = generator_from_record(None, spec=generator_spec, options=dict(generator_options),

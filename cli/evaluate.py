@@ -22,6 +22,8 @@ MAX_PAIRS = 200_000
 @click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
               help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:); repeatable.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, help="Makes the numbers repeatable.")
+@click.option("--class", "class_name", default=None, metavar="NAME|ID",
+              help="Class every conditional generator renders (default class 0).")
 @click.option("--top", type=click.IntRange(min=2), default=8, help="Directions evaluated per file.")
 @click.option("--pairs", type=click.IntRange(min=50, max=MAX_PAIRS), default=2000, help="VP image pairs per run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=4, help="VP training epochs.")
@@ -35,14 +37,19 @@ MAX_PAIRS = 200_000
               help="Latents per direction for the factor matrix.")
 @click.option("--factor-step", type=click.FloatRange(min=0, min_open=True, max=1e6), default=1.0, show_default=True,
               help="Latent step ±h of the factor matrix's central differences.")
+@click.option("--content-style", is_flag=True,
+              help="Also measure each generator's content/style split: vary and style-from figures "
+                   "(docs/content-style.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write a self-contained HTML report into this directory.")
 @click.option("--device", type=DEVICE, default="auto")
 def evaluate_command(files: tuple[Path, ...], generator_spec: str | None,
-                     generator_options: tuple[tuple[str, Any], ...], seed: int, top: int, pairs: int, epochs: int,
+                     generator_options: tuple[tuple[str, Any], ...], seed: int, class_name: str | None, top: int,
+                     pairs: int, epochs: int,
                      vp_seeds: int, strength: tuple[float, float], factors: str, factor_samples: int,
-                     factor_step: float, as_json: bool, report: Path | None, device: str) -> None:
+                     factor_step: float, content_style: bool, as_json: bool, report: Path | None,
+                     device: str) -> None:
     """Evaluate direction files on their generators; files of different generators are reported apart.
     Exits 1 when a file could not be evaluated (after reporting the others).
 
@@ -56,7 +63,7 @@ def evaluate_command(files: tuple[Path, ...], generator_spec: str | None,
     results = evaluate(list(files), generator_spec=generator_spec, generator_options=dict(generator_options),
                        device=device, seed=seed, top=top, pairs=pairs, epochs=epochs, vp_seeds=vp_seeds,
                        strength=strength, factors=factors, factor_samples=factor_samples,
-                       factor_step=factor_step)
+                       factor_step=factor_step, class_id=class_name, content_style=content_style)
     click.echo(json.dumps(results, indent=1) if as_json else markdown(results))
     if report is not None and results["generators"]:  # no report of nothing: a failed run writes no files
         click.echo(f"report: {write_report(results, report)}", err=True)

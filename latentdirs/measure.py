@@ -129,19 +129,31 @@ def probe_amounts(calibration: dict) -> list[float] | None:
 
 
 def measure_calibration(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int], amounts: list[float],
-                        clamp: bool = False, batch_size: int = 32, by: str = "registration") -> list[AccuracyRow]:
+                        clamp: bool = False, batch_size: int = 32, by: str = "registration",
+                        class_id: int | str | None = None) -> list[AccuracyRow]:
     """For a calibrated direction file: request each amount on each seed and measure what was achieved,
     ``by`` registration or by the generator's factor reader (``"factors"``, :func:`read_amounts`).
+    ``class_id``: the class a conditional generator renders (default: the class the file was calibrated
+    on, else class 0).
 
     Returns one :class:`AccuracyRow` per requested amount (mean and spread over the seeds).
     """
     return measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp,
-                                  batch_size=batch_size, ways=(by,))[by]
+                                  batch_size=batch_size, ways=(by,), class_id=class_id)[by]
+
+
+def calibrated_class(generator: GeneratorAdapter, directions: Directions, class_id: int | str | None) -> int | None:
+    """``class_id`` resolved, or (``None``) the class recorded in the file's method options, or class 0;
+    ``None`` for unconditional generators."""
+    if class_id is None and generator.conditional:
+        class_id = ((directions.meta.get("method") or {}).get("options") or {}).get("class_id")
+    return generator.resolve_class(class_id)
 
 
 def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int],
                            amounts: list[float], clamp: bool = False, batch_size: int = 32,
-                           ways: tuple[str, ...] = MEASURES) -> dict[str, list[AccuracyRow]]:
+                           ways: tuple[str, ...] = MEASURES, class_id: int | str | None = None,
+                           ) -> dict[str, list[AccuracyRow]]:
     """:func:`measure_calibration` for several ways of measuring the same edits (rendered once):
     ``{way: rows}`` for each of ``ways`` (:data:`MEASURES`)."""
     from latentdirs.edit import traverse
@@ -156,13 +168,15 @@ def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, 
     if "factors" in ways and transform not in READER_MEASURES:  # refused before any rendering
         raise invalid("transform", transform, f"{', '.join(READER_MEASURES)} (the transforms the factor reader "
                       "measures)", "measure it by registration")
+    classes = calibrated_class(generator, directions, class_id)
     with torch.no_grad():
         sources = torch.cat([batch.images for batch in traverse(
-            generator, directions, seeds=seeds, indices=[0], alphas=[0.0], batch_size=batch_size)])
+            generator, directions, seeds=seeds, indices=[0], alphas=[0.0], classes=classes,
+            batch_size=batch_size)])
         if "factors" in ways:  # a generator that reads nothing is refused before the edits are rendered
             read_amounts(generator, sources[:1], sources[:1], transform)
         edits = list(traverse(generator, directions, seeds=seeds, indices=[0], amounts=amounts,
-                              clamp_amounts=clamp, batch_size=batch_size))
+                              clamp_amounts=clamp, classes=classes, batch_size=batch_size))
     images = torch.cat([b.images for b in edits])
     items = [item for b in edits for item in b.items]
     position = {seed: k for k, seed in enumerate(seeds)}

@@ -29,14 +29,16 @@ FACTOR_MODES = ("auto", "yes", "no")
 
 def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, top: int = 8, pairs: int = 2000, epochs: int = 4,
                         vp_seeds: int = 2, strength: float | tuple[float, float] = 3.0, seed: int = 0,
-                        factors: str = "auto", factor_samples: int = 64, factor_step: float = 1.0) -> dict[str, Any]:
+                        factors: str = "auto", factor_samples: int = 64, factor_step: float = 1.0,
+                        class_id: int | str | None = None) -> dict[str, Any]:
     """All metrics for the first ``top`` directions of one file on its generator.
 
     ``strength``: the VP pairs' |δ| range ``(low, high)``, or ``high`` for ``(high/2, high)``; the effect
     profile steps by ±high and ±high/2.
     ``factors``: the direction × factor matrix (:mod:`.factors`, ``factor_samples`` latents, steps of
     ±``factor_step``) — ``"auto"``: on generators that read their factors or know their directions;
-    ``"yes"``: required (a generator with neither is refused); ``"no"``: skipped."""
+    ``"yes"``: required (a generator with neither is refused); ``"no"``: skipped.
+    ``class_id``: the class a conditional generator renders (default class 0)."""
     from latentdirs.specs import parse_strength_range
 
     strength = parse_strength_range(strength)
@@ -46,7 +48,7 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
         require_factor_source(generator)
     vectors = directions.vectors[:top].to(generator.device)
     common = {"space": directions.space, "layers": directions.layers,
-              "class_id": generator.resolve_class(None)}
+              "class_id": generator.resolve_class(class_id)}
     runs, floors = [], []
     for k in range(vp_seeds if len(vectors) >= 2 else 0):  # VP needs two directions to tell apart
         floor = random_basis(len(vectors), vectors.shape[1], seed + 1000 + k).to(vectors)
@@ -80,7 +82,8 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
         # what happens at the edge of what was measured
         amounts = probe_amounts(calibration)
         if amounts is not None:
-            rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts, clamp=True)
+            rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts, clamp=True,
+                                       class_id=common["class_id"])
             result["calibration"] = [row.__dict__ for row in rows]
             result["calibration_units"] = calibration.get("units", "")
     return result
@@ -88,13 +91,15 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
 
 def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
              generator_options: Mapping[str, Any] | None = None, device: str = "auto",
-             **options: Any) -> dict[str, Any]:
+             content_style: bool = False, **options: Any) -> dict[str, Any]:
     """Evaluate several files; returns ``{"generators": {spec: [file results]}, "errors": [...]}``.
 
     Each file's generator is reloaded from its header as it was loaded (spec and loader options), unless
     ``generator_spec`` / ``generator_options`` (the CLI's ``-g`` / ``--gen-opt``) say otherwise — by the
     rules of :func:`~latentdirs.registry.generator_request`; a spec read from a file never imports code.
-    Each file result records the ``generator_options`` it was evaluated with.
+    Each file result records the ``generator_options`` it was evaluated with. With ``content_style``,
+    ``"content_style"`` holds per generator the figures of
+    :func:`~latentdirs.evaluation.content_style.content_style_figures` (or the error that stopped them).
     """
     from latentdirs.registry import generator_request, load_generator
 
@@ -119,4 +124,19 @@ def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
         except (LatentDirsError, OSError) as error:
             log.warning("evaluate: %s: %s", path, error)
             errors.append({"file": str(path), "error": str(error)})
-    return {"generators": grouped, "errors": errors, "options": options}
+    results = {"generators": grouped, "errors": errors, "options": options}
+    if content_style:  # opt-in: a split and two renders per generator
+        results["content_style"] = {generator.spec: _content_style(generator, options.get("seed", 0))
+                                    for generator in loaded.values()}
+    return results
+
+
+def _content_style(generator: GeneratorAdapter, seed: int) -> dict[str, Any]:
+    from latentdirs.evaluation.content_style import content_style_figures
+
+    try:
+        with torch.random.fork_rng():
+            return content_style_figures(generator, seed=seed)
+    except LatentDirsError as error:  # e.g. no usable split: reported, the direction figures stand
+        log.warning("evaluate: content/style of %s: %s", generator.spec, error)
+        return {"error": str(error)}
