@@ -7,7 +7,10 @@ Prints, each measured in this run on dcgan-faces (64×64), grids + strips + mani
   loaded; best of ``--repeat``): one process with 1 and with 2 threads; 1 and 2 ranks (gloo, spawned
   processes) with 1 thread each;
 * the whole command, process start and generator load included: ``latentdirs edit`` against
-  ``torchrun --nproc-per-node 2 -m latentdirs.cli edit`` (once each).
+  ``torchrun --nproc-per-node 2 -m latentdirs.cli edit`` (once each);
+* evaluate's VP pair rendering (``--evaluate-pairs``, 3 renders a pair: unedited, file, random floor):
+  one process against 1 and 2 ranks of 1 thread, with the time of the images' gather to rank 0 alone
+  (``--only-evaluate``: just these).
 """
 
 from __future__ import annotations
@@ -120,16 +123,92 @@ def whole_commands(seeds: int, indices: int, batch: int) -> dict[str, float]:
         return times
 
 
+def _evaluate_rank(rank: int, world: int, port: int, pairs: int, repeat: int, result: str) -> None:
+    """One spawned rank: best time of evaluate's VP pair rendering (dealt batches, images gathered on rank 0),
+    and of the gather alone (the same images sent again), between barriers; written by rank 0."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from latentdirs import distributed
+    from latentdirs.evaluation.sharing import share_to_main
+    from latentdirs.evaluation.vp import _pair_differences
+
+    ranks = distributed.setup("cpu")
+    faces, vectors = _evaluate_inputs()
+    best = {"render": float("inf"), "gather": float("inf")}
+    for _ in range(repeat):
+        ranks.barrier()
+        started = time.perf_counter()
+        sets, _ = _pair_differences(faces, vectors, count=pairs, ranks=ranks, **_PAIR_OPTIONS)
+        ranks.barrier()
+        best["render"] = min(best["render"], time.perf_counter() - started)
+        share = -(-pairs // 64)
+        payload = [torch.zeros(min(64, pairs - 64 * unit), 3, 32, 32) for unit in range(share)]
+        ranks.barrier()
+        started = time.perf_counter()
+        share_to_main(share, lambda unit: [payload[unit].clone() for _ in vectors], ranks)  # no pickle memo
+        ranks.barrier()
+        best["gather"] = min(best["gather"], time.perf_counter() - started)
+    if ranks.is_main:
+        Path(result).write_text(json.dumps(best))
+    distributed.teardown()
+
+
+#: evaluate's VP pairs as evaluate_directions renders them: the file's directions and a random floor
+_PAIR_OPTIONS = dict(strength=(1.5, 3.0), seed=0, space="z", layers=None, class_id=None)
+
+
+def _evaluate_inputs() -> tuple[GeneratorAdapter, list[torch.Tensor]]:
+    from latentdirs.evaluation.vp import random_basis
+
+    faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+    vectors = latentdirs.discover(faces, "sefa", num_directions=8).vectors
+    return faces, [vectors, random_basis(8, vectors.shape[1], 1000)]
+
+
+def evaluate_phase(world: int, pairs: int, repeat: int) -> dict[str, float]:
+    """Best seconds of evaluate's VP pair rendering: in this process (``world`` 0, 1 thread) or over
+    ``world`` spawned ranks of 1 thread (then also the gather of the images alone)."""
+    import torch.multiprocessing as mp
+
+    if world == 0:
+        from latentdirs.evaluation.vp import _pair_differences
+
+        torch.set_num_threads(1)
+        faces, vectors = _evaluate_inputs()
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.perf_counter()
+            _pair_differences(faces, vectors, count=pairs, **_PAIR_OPTIONS)
+            best = min(best, time.perf_counter() - started)
+        return {"render": best}
+    with tempfile.TemporaryDirectory() as scratch:
+        result = Path(scratch) / "best.json"
+        mp.spawn(_evaluate_rank, args=(world, _free_port(), pairs, repeat, str(result)), nprocs=world)
+        return json.loads(result.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--indices", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--evaluate-pairs", type=int, default=1024, help="VP pairs of the evaluate figures")
+    parser.add_argument("--only-evaluate", action="store_true", help="Measure evaluate's rendering only")
     args = parser.parse_args()
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    pairs = args.evaluate_pairs
+    figures = {name: evaluate_phase(world, pairs, args.repeat) for name, world in
+               (("1 process, 1 thread", 0), ("1 rank, 1 thread", 1), ("2 ranks, 1 thread each", 2))}
+    base = figures["1 process, 1 thread"]["render"]
+    report(f"evaluate's VP pairs, dcgan-faces, {pairs} pairs x 3 renders (best of {args.repeat})",
+           [(name, f"{3 * pairs / f['render']:.0f} img/s ({base / f['render']:.2f}x)"
+             + (f", gather alone {f['gather'] * 1e3:.0f} ms" if "gather" in f else "")) for name, f in figures.items()])
+    if args.only_evaluate:
+        return
     total = args.seeds * args.indices * 7
     shape = (args.seeds, args.indices, args.batch_size, args.repeat)
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     phases = {"1 process, 1 thread": single_phase(1, *shape), "1 process, 2 threads": single_phase(2, *shape),
               "1 rank (sharded path), 1 thread": render_phase(1, *shape),
               "2 ranks, 1 thread each": render_phase(2, *shape)}

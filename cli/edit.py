@@ -11,6 +11,68 @@ import click
 from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, DEVICE, INDEX_SPEC, OPTION
 
 
+class _InputTransformType(click.ParamType):
+    """``--translate TX,TY`` / ``--rotate DEGREES``: numbers that the StyleGAN3 adapter's own checks accept
+    (the same rules as ``with_input_transform``), so a bad value is a usage error (exit 2) before anything loads."""
+
+    def __init__(self, name: str, count: int, allowed: str, example: str) -> None:
+        self.name, self.count, self.allowed, self.example = name, count, allowed, example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        from latentdirs.errors import LatentDirsError, invalid
+        from latentdirs.generators.stylegan3 import _check_rotate, _check_translate
+
+        items = [_number_or_text(item) for item in value.split(",")]
+        try:  # the adapter decides what is valid; the message names the option and echoes the text as typed
+            return list(_check_translate(items)) if self.count == 2 else _check_rotate(items[0] if len(items) == 1
+                                                                                         else value)
+        except LatentDirsError:
+            flag = max(param.opts, key=len) if param is not None and param.opts else self.name
+            self.fail(str(invalid(flag, value, self.allowed, f"e.g. {flag} {self.example}")), param, ctx)
+
+
+def _number_or_text(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+TRANSLATE = _InputTransformType("TX,TY", 2, "two numbers TX,TY within ±1, in image widths (+TX moves the picture "
+                                "right, +TY down)", "0.1,0 moves it a tenth of its width to the right")
+ROTATE = _InputTransformType("DEGREES", 1, "a finite number of degrees (positive turns the picture "
+                             "counter-clockwise)", "15")
+
+
+def _input_transform_options(translate: list[float] | None, rotate: float | None, header: dict[str, Any],
+                             spec: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The loader options ``translate`` / ``rotate`` for ``--translate`` / ``--rotate`` (empty without them).
+
+    They go to the generator's loader like ``--gen-opt translate=… rotate=…`` — one path: the StyleGAN3
+    loader renders through ``with_input_transform``, and the load options (so the manifest's command and
+    the files' headers) record the transform. Any other generator is refused before it is loaded."""
+    from latentdirs.errors import NotSupportedError, invalid
+    from latentdirs.registry import generator_request
+    from latentdirs.specs import split_generator_spec
+
+    given = {key: value for key, value in (("translate", translate), ("rotate", rotate)) if value is not None}
+    if not given:
+        return {}
+    both = sorted(set(given) & set(options))
+    if both:
+        raise click.UsageError(f"--{both[0]} and --gen-opt {both[0]}=… set the same thing; give one")
+    chosen_spec, _ = generator_request(header.get("generator"), spec=spec, options=options)
+    if split_generator_spec(chosen_spec)[0] != "stylegan3":
+        key = next(iter(given))
+        raise invalid(f"--{key}", given[key], f"StyleGAN3 generators (their input transform moves and turns the "
+                      f"picture exactly); this edit's generator is {chosen_spec}",
+                      f"Drop --{key}, or edit directions made on a StyleGAN3 network (-g stylegan3:PATH)",
+                      cls=NotSupportedError)
+    return given
+
+
 @click.command("edit", context_settings=CONTEXT)
 @click.argument("directions_path", metavar="DIRECTIONS", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-g", "--generator", "generator_spec", default=None,
@@ -34,6 +96,10 @@ from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, DEVICE, INDEX_SPEC, OPTIO
 @click.option("--no-strips", is_flag=True, help="Skip the per-row strips.")
 @click.option("--paste-back", is_flag=True,
               help="With --latents: also write each full-size photo with its edited crop blended back in (paste/).")
+@click.option("--translate", type=TRANSLATE, default=None,
+              help="StyleGAN3: render every image moved by TX,TY image widths, exactly (the input transform).")
+@click.option("--rotate", type=ROTATE, default=None,
+              help="StyleGAN3: render every image turned by DEGREES counter-clockwise about its centre, exactly.")
 @click.option("--batch-size", type=click.IntRange(min=1, max=4096), default=32, help="Images rendered per forward pass.")
 @click.option("--gen-opt", "generator_options", type=OPTION, multiple=True, metavar="KEY=VALUE",
               help="Generator option (e.g. first_layer=fc for module:, noise_mode=random for stylegan2:), "
@@ -44,7 +110,8 @@ from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, DEVICE, INDEX_SPEC, OPTIO
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
                  generator_options: tuple[tuple[str, Any], ...], device: str, no_strips: bool, animate: str | None,
-                 batch_size: int, latents_path: Path | None, paste_back: bool, **plan_options: Any) -> None:
+                 batch_size: int, latents_path: Path | None, paste_back: bool, translate: list[float] | None,
+                 rotate: float | None, **plan_options: Any) -> None:
     """Render what the directions in DIRECTIONS do: one grid per direction (rows = seeds, or the photos
     of a latents file; columns = strengths), per-row strips, optional animations, and manifest.json;
     with --paste-back, the edited photos at full size.
@@ -59,6 +126,7 @@ def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
       latentdirs edit eyes.safetensors --class blue --class 6 --animate -o out/eyes
       latentdirs edit shift.safetensors --amounts -0.2:0.2:5 -o out/shift
       latentdirs edit faces.safetensors --latents me.safetensors --indices 0-3 --paste-back -o out/me
+      latentdirs edit sg3.safetensors --translate 0.1,0 --rotate 15 -o out/moved
       torchrun --nproc-per-node 4 -m latentdirs.cli edit faces.safetensors --seeds 0-99999 -o out/big
     """
     from tqdm import tqdm
@@ -87,7 +155,9 @@ def edit_command(directions_path: Path, out: Path, generator_spec: str | None,
     ranks = distributed.setup(device)  # None unless launched by torchrun; then each rank's own device
     if ranks is None or ranks.is_main:  # one probe: ranks writing the same probe file would race
         check_writable_directory(out, param="--out")
-    generator = generator_from_record(header.get("generator"), spec=generator_spec, options=dict(generator_options),
+    options = dict(generator_options)
+    options.update(_input_transform_options(translate, rotate, header, generator_spec, options))
+    generator = generator_from_record(header.get("generator"), spec=generator_spec, options=options,
                                       device=device if ranks is None else ranks.device)
     directions = Directions.load(directions_path)
     plan = EditPlan.build(generator, directions, **plan_options)  # validates everything before rendering

@@ -56,14 +56,22 @@ def evaluate_command(files: tuple[Path, ...], generator_spec: str | None,
     \b
     Example:
       latentdirs evaluate faces-sefa.safetensors faces-orojar.safetensors --report out/eval
+      torchrun --nproc-per-node 2 -m latentdirs.cli evaluate faces-sefa.safetensors --report out/eval
     """
+    from latentdirs import distributed
     from latentdirs.evaluation import evaluate
     from latentdirs.evaluation.report import markdown, write_report
 
-    results = evaluate(list(files), generator_spec=generator_spec, generator_options=dict(generator_options),
-                       device=device, seed=seed, top=top, pairs=pairs, epochs=epochs, vp_seeds=vp_seeds,
-                       strength=strength, factors=factors, factor_samples=factor_samples,
-                       factor_step=factor_step, class_id=class_name, content_style=content_style)
+    ranks = distributed.setup(device)  # None unless launched by torchrun: then the ranks share the rendering
+    try:
+        results = evaluate(list(files), generator_spec=generator_spec, generator_options=dict(generator_options),
+                           device=device, seed=seed, top=top, pairs=pairs, epochs=epochs, vp_seeds=vp_seeds,
+                           strength=strength, factors=factors, factor_samples=factor_samples,
+                           factor_step=factor_step, class_id=class_name, content_style=content_style, ranks=ranks)
+    finally:
+        distributed.teardown()
+    if ranks is not None and not ranks.is_main:  # every rank holds the result; rank 0 alone prints and writes
+        return
     click.echo(json.dumps(results, indent=1) if as_json else markdown(results))
     if report is not None and results["generators"]:  # no report of nothing: a failed run writes no files
         click.echo(f"report: {write_report(results, report)}", err=True)

@@ -85,14 +85,20 @@ def list_command(what: str) -> None:
 @click.argument("directions", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole header as JSON.")
 def inspect_command(directions: Path, as_json: bool) -> None:
-    """Show a direction file's header (reads the header only, not the tensors).
+    """Show a direction file's header (reads the header only, not the tensors); also a content/style split file.
 
     \b
     Example:
       latentdirs inspect faces.safetensors --json
     """
+    from latentdirs.content_style import is_split_file, read_header as read_split_header, summary_lines
     from latentdirs.directions import read_header
 
+    if is_split_file(directions):  # schema latentdirs.content-style: its own, fully checked reader
+        split_meta = read_split_header(directions)
+        for line in [json.dumps(split_meta, indent=2, sort_keys=True)] if as_json else summary_lines(split_meta):
+            _echo_safe(line)
+        return
     meta = read_header(directions)
     echo = _echo_safe  # the header's strings come from the file
     if as_json:
@@ -172,6 +178,7 @@ def _register_commands() -> None:
     from latentdirs.cli.invert import invert_command
     from latentdirs.cli.measure import measure_command
     from latentdirs.cli.train_encoder import train_encoder_command
+    from latentdirs.cli.vary import vary_command
 
     cli.add_command(discover_command)
     cli.add_command(edit_command)
@@ -180,6 +187,7 @@ def _register_commands() -> None:
     cli.add_command(invert_command)
     cli.add_command(train_encoder_command)
     cli.add_command(explore_command)
+    cli.add_command(vary_command)
 
 
 _register_commands()

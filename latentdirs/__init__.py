@@ -12,13 +12,16 @@ torch.Size([5, 16])
 from __future__ import annotations
 
 from latentdirs.api import discover
+from latentdirs.content_style import ContentStyleSplit, content_style_split
 from latentdirs.directions import Directions
 from latentdirs.edit import shift, traverse
 from latentdirs.errors import LatentDirsError
 from latentdirs.invert import invert
 from latentdirs.latent_file import Latents
 from latentdirs.registry import list_generators, list_methods, load_generator
+from latentdirs.vary import mix, style_from, vary
 from latentdirs.version import __version__
 
-__all__ = ["Directions", "LatentDirsError", "Latents", "__version__", "discover", "invert", "list_generators",
-           "list_methods", "load_generator", "shift", "traverse"]
+__all__ = ["ContentStyleSplit", "Directions", "LatentDirsError", "Latents", "__version__", "content_style_split",
+           "discover", "invert", "list_generators",
+           "list_methods", "load_generator", "mix", "shift", "style_from", "traverse", "vary"]

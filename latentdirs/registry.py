@@ -96,6 +96,8 @@ BUILTIN_GENERATORS: dict[str, GeneratorFamily] = {entry.name: entry for entry in
                     example="biggan-deep-128"),
     GeneratorFamily("stylegan2", "latentdirs.generators.stylegan2:load_stylegan2", True,
                     "stylegan2:PATH, an NVlabs/TensorFlow pickle or a rosinality .pt", example="network.pkl"),
+    GeneratorFamily("stylegan3", "latentdirs.generators.stylegan3:load_stylegan3", True,
+                    "stylegan3:PATH, an NVlabs StyleGAN3 (config-T/R) pickle", example="network.pkl"),
     GeneratorFamily("module", "latentdirs.generators.module:load_module", True,
                     "module:pkg.mod:factory, your own torch generator",
                     example="mypackage.models:make_generator", imports_code=True),

@@ -9,7 +9,9 @@ Nothing here executes code from a file, and nothing is allocated because a file 
   can blow up into gigabytes), and all views together must stay within twice the file's size. Only
   then does ``torch.load(weights_only=True)`` read it, on the CPU;
 * a state dict is compared key by key and shape by shape with the model it is for
-  (:func:`check_state_dict`) before anything is copied into the model.
+  (:func:`check_state_dict`) before anything is copied into the model;
+  :func:`build_with_state` does that on a model built on the meta device and then makes the
+  state's tensors the model's own, so loading holds one copy of the weights, not two.
 
 PyTorch's own error texts are never passed on: they advise re-running ``torch.load`` with
 ``weights_only=False``, which would run the file's code.
@@ -26,7 +28,7 @@ import re
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import torch
 
@@ -518,6 +520,113 @@ def check_state_dict(state: Any, expected: Mapping[str, torch.Tensor], *, param:
                       f"exactly the parameters and shapes of {what}", f"First differences — {details}. {fix}",
                       cls=WeightsMismatchError)
     return state
+
+
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)
+
+
+def build_with_state(make_network: Callable[[], NetworkT], state: Any, *, param: str, source: str, what: str,
+                     fix: str) -> NetworkT:
+    """``make_network()`` whose parameters and buffers *are* ``state``'s tensors: no second copy of the weights.
+
+    The network is built on the meta device (no memory, no random initialisation), ``state`` is
+    compared with its ``state_dict()`` by :func:`check_state_dict` (``param``, ``source``, ``what`` and
+    ``fix`` make its one-line error) before anything else, and each tensor is then assigned in place
+    of the meta one (``load_state_dict(assign=True)``). Each becomes the network's own first: cast to
+    the dtype the network declares (no copy when it already has it), contiguous, and copied when it
+    is only part of its storage or its memory overlaps another tensor's (assigning those would pin
+    the larger storage, or tie two parameters together). Returns the network on the CPU, in training
+    mode, parameters requiring gradients as ``make_network`` made them (adapters freeze them).
+
+    ``state``'s tensors must own their memory: not views of read-only buffers (``torch.frombuffer``
+    of bytes) or of arrays someone else writes. ``make_network`` must create every tensor through
+    torch's factory functions and keep none outside its state dict (a non-persistent buffer computed
+    in ``__init__``, or a plain tensor attribute, would stay on the meta device): such a network is
+    refused with a RuntimeError that names the tensor — compute it in ``forward`` or register it as a
+    persistent buffer. Factories (``randn``, ``zeros``, ``full`` …) and scaling by a number cost
+    nothing there; other tensor operations in ``__init__`` work too, but their first use imports
+    ``torch._dynamo`` (about 70 MiB, see :class:`_MetaShortcuts`).
+    """
+    with torch.device("meta"), _MetaShortcuts():
+        network = make_network()
+    expected = network.state_dict()
+    checked = check_state_dict(state, expected, param=param, source=source, what=what, fix=fix)
+    owned = _owned_tensors({key: checked[key] for key in expected}, expected)
+    network.load_state_dict(owned, strict=True, assign=True)
+    left = [name for name, tensor in [*network.named_parameters(), *network.named_buffers()] if tensor.is_meta]
+    left += [f"{prefix}.{key}" if prefix else key for prefix, module in network.named_modules()
+             for key, value in vars(module).items() if isinstance(value, torch.Tensor) and value.is_meta]
+    if left:
+        raise RuntimeError(f"build_with_state: {type(network).__name__} keeps {describe_names(left)} outside its "
+                           "state dict, so it has no value; compute it in forward or make it a persistent buffer")
+    return network
+
+
+#: factories whose arguments are a shape (varargs or one sequence) and keywords; answered as meta empties
+_SHAPE_FACTORIES = frozenset({torch.randn, torch.rand, torch.zeros, torch.ones, torch.empty})
+#: ``tensor OP number`` methods whose result has the tensor's shape and (floating) dtype
+_SCALAR_ARITHMETIC = frozenset({torch.Tensor.__truediv__, torch.Tensor.__mul__, torch.Tensor.__rmul__,
+                                torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__sub__,
+                                torch.Tensor.__rsub__, torch.Tensor.div, torch.Tensor.mul})
+#: keywords of a factory call the shortcut understands (anything else goes to torch itself)
+_FACTORY_KEYWORDS = frozenset({"dtype", "device", "requires_grad", "generator"})
+
+
+class _MetaShortcuts(torch.overrides.TorchFunctionMode):
+    """Inside ``torch.device("meta")``: the calls network constructors make most, answered without torch.
+
+    torch computes meta results of ``randn`` or ``meta / 2.0`` with Python reference kernels whose
+    first use imports ``torch._dynamo`` (about 70 MiB resident, a second): more than the rest of a
+    256-px load's overhead. Shape factories (``randn``, ``zeros`` …, ``full``) and a floating meta
+    tensor times, over, plus or minus a Python number are answered here with ``torch.empty(…,
+    device="meta")`` of the same shape and dtype, which is exactly what torch would return; every other
+    call goes to torch unchanged (correct, only slower the first time).
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        shortcut = _meta_shortcut(func, args, kwargs)
+        return shortcut if shortcut is not None else func(*args, **kwargs)
+
+
+def _meta_shortcut(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if func in _SHAPE_FACTORIES or func is torch.full:
+        if set(kwargs) - _FACTORY_KEYWORDS or kwargs.get("device") not in (None, "meta", torch.device("meta")):
+            return None
+        dtype = kwargs.get("dtype")
+        if func is torch.full:
+            if len(args) != 2 or not isinstance(args[1], float):  # int and bool fills choose other dtypes
+                return None
+            shape = args[0]
+        else:
+            shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            return None
+        made = torch.empty(tuple(shape), dtype=dtype or torch.get_default_dtype(), device="meta")
+        return made.requires_grad_() if kwargs.get("requires_grad") else made
+    if func in _SCALAR_ARITHMETIC and len(args) == 2 and not kwargs:
+        tensor, number = args
+        if (isinstance(tensor, torch.Tensor) and tensor.is_meta and tensor.dtype.is_floating_point
+                and type(tensor) is torch.Tensor and isinstance(number, (int, float)) and not isinstance(number, bool)):
+            return torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+    return None
+
+
+def _owned_tensors(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state``'s tensors in ``expected``'s dtypes, each contiguous and alone over its own memory."""
+    owned: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().to(device="cpu", dtype=expected[key].dtype).contiguous()
+        if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()  # a view of part of a storage would keep all of it alive
+        owned[key] = tensor
+    spans = sorted((tensor.data_ptr(), tensor.numel() * tensor.element_size(), key) for key, tensor in owned.items())
+    reached = 0
+    for start, length, key in spans:
+        if length and start < reached:  # shares memory with a tensor before it (one tensor under two names…)
+            owned[key] = owned[key].clone()
+        reached = max(reached, start + length)
+    return owned
 
 
 def describe_names(names: list[str], limit: int = 4) -> str:

@@ -39,6 +39,14 @@ def _stylegan2(request: pytest.FixtureRequest) -> GeneratorAdapter:
     return load_generator(f"stylegan2:{path}", device="cpu", noise_mode="const", truncation_cutoff=4)
 
 
+def _stylegan3(request: pytest.FixtureRequest) -> GeneratorAdapter:
+    from tests.stylegan3_fixtures import load_reference, write_stylegan3_pickle
+
+    folder = request.getfixturevalue("tmp_path_factory").mktemp("contract-stylegan3")
+    path = write_stylegan3_pickle(load_reference("t32"), folder / "network.pkl")
+    return load_generator(f"stylegan3:{path}", device="cpu", truncation_cutoff=4)
+
+
 def _module(request: pytest.FixtureRequest) -> GeneratorAdapter:
     return load_generator("module:tests.linear_generator:make", device="cpu", first_layer="fc")
 
@@ -52,6 +60,7 @@ FAMILY_FIXTURES: dict[str, Callable[[pytest.FixtureRequest], GeneratorAdapter]] 
     "shapes-stylegan2": lambda request: load_generator("shapes-stylegan2", device="cpu"),
     "biggan": _biggan,
     "stylegan2": _stylegan2,
+    "stylegan3": _stylegan3,
     "module": _module,
 }
 

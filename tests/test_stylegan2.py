@@ -277,7 +277,7 @@ def test_stylegan3_and_foreign_files_refused(tmp_path, network):
     sg3.synthesis.input = torch.nn.Module()  # StyleGAN3's SynthesisInput holds 'freqs', 'phases', …
     sg3.synthesis.input.register_buffer("freqs", torch.zeros(4, 2))
     path = write_nvlabs_pickle(sg3, tmp_path / "sg3.pkl")
-    with pytest.raises(NotSupportedError, match="StyleGAN3 .* not supported yet"):
+    with pytest.raises(NotSupportedError, match="StyleGAN3 .*load it as stylegan3:PATH"):
         latentdirs.load_generator(f"stylegan2:{path}")
     (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"weights": [1, 2]}))
     with pytest.raises(WeightsMismatchError, match="neither an NVlabs network pickle"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
@@ -18,9 +18,13 @@ from latentdirs.directions import Directions, read_header
 from latentdirs.errors import LatentDirsError, invalid
 from latentdirs.evaluation.factors import effect_matrix, reads_factors, require_factor_source
 from latentdirs.evaluation.profile import effect_profile, ground_truth
-from latentdirs.evaluation.vp import random_basis, variation_predictability
+from latentdirs.evaluation.sharing import check_units, on_main
+from latentdirs.evaluation.vp import PAIR_BATCH, pair_batches, random_basis, variation_predictability
 from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.transforms import list_transforms
+
+if TYPE_CHECKING:
+    from latentdirs.distributed import Ranks
 
 log = logging.getLogger(__name__)
 #: ``factors=`` of :func:`evaluate_directions`
@@ -30,7 +34,7 @@ FACTOR_MODES = ("auto", "yes", "no")
 def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, top: int = 8, pairs: int = 2000, epochs: int = 4,
                         vp_seeds: int = 2, strength: float | tuple[float, float] = 3.0, seed: int = 0,
                         factors: str = "auto", factor_samples: int = 64, factor_step: float = 1.0,
-                        class_id: int | str | None = None) -> dict[str, Any]:
+                        class_id: int | str | None = None, ranks: Ranks | None = None) -> dict[str, Any]:
     """All metrics for the first ``top`` directions of one file on its generator.
 
     ``strength``: the VP pairs' |δ| range ``(low, high)``, or ``high`` for ``(high/2, high)``; the effect
@@ -38,7 +42,9 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
     ``factors``: the direction × factor matrix (:mod:`.factors`, ``factor_samples`` latents, steps of
     ±``factor_step``) — ``"auto"``: on generators that read their factors or know their directions;
     ``"yes"``: required (a generator with neither is refused); ``"no"``: skipped.
-    ``class_id``: the class a conditional generator renders (default class 0)."""
+    ``class_id``: the class a conditional generator renders (default class 0).
+    ``ranks`` (torchrun): every rank calls this alike; the ranks share the rendering and all return rank 0's
+    result, the one-process result (docs/scale.md, "Evaluate")."""
     from latentdirs.specs import parse_strength_range
 
     strength = parse_strength_range(strength)
@@ -53,7 +59,7 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
     for k in range(vp_seeds if len(vectors) >= 2 else 0):  # VP needs two directions to tell apart
         floor = random_basis(len(vectors), vectors.shape[1], seed + 1000 + k).to(vectors)
         run, floor_run = variation_predictability(generator, [vectors, floor], pairs=pairs, epochs=epochs,
-                                                  strength=strength, seed=seed + k, **common)
+                                                  strength=strength, seed=seed + k, ranks=ranks, **common)
         runs.append(run)
         floors.append(floor_run)
     result: dict[str, Any] = {
@@ -63,7 +69,7 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
         "vp_chance": 1 / len(vectors),
         "seconds": {"render": sum(r["render_seconds"] for r in runs + floors),
                     "train": sum(r["train_seconds"] for r in runs + floors)},
-        "profile": effect_profile(generator, vectors, strength=strength[1], seed=seed, **common),
+        "profile": effect_profile(generator, vectors, strength=strength[1], seed=seed, ranks=ranks, **common),
     }
     truth = generator.true_directions
     if truth is not None:
@@ -71,7 +77,7 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
     if factors == "yes" or (factors == "auto" and (truth is not None or reads_factors(generator))):
         result["factor_matrix"] = {"labels": [directions.label_of(i) for i in range(len(vectors))],
                                    **effect_matrix(generator, vectors, samples=factor_samples, step=factor_step,
-                                                   seed=seed, **common)}
+                                                   seed=seed, ranks=ranks, **common)}
     calibration = directions.meta.get("calibration")
     if calibration and calibration.get("transform") in list_transforms():
         # a calibration against a registered transform can be re-measured here; one against a user's labels
@@ -82,8 +88,9 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
         # what happens at the edge of what was measured
         amounts = probe_amounts(calibration)
         if amounts is not None:
-            rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts, clamp=True,
-                                       class_id=common["class_id"])
+            # a few batches: measured on rank 0 under torchrun, the rows broadcast
+            rows = on_main(lambda: measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts,
+                                                       clamp=True, class_id=common["class_id"]), ranks)
             result["calibration"] = [row.__dict__ for row in rows]
             result["calibration_units"] = calibration.get("units", "")
     return result
@@ -91,7 +98,7 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
 
 def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
              generator_options: Mapping[str, Any] | None = None, device: str = "auto",
-             content_style: bool = False, **options: Any) -> dict[str, Any]:
+             content_style: bool = False, ranks: Ranks | None = None, **options: Any) -> dict[str, Any]:
     """Evaluate several files; returns ``{"generators": {spec: [file results]}, "errors": [...]}``.
 
     Each file's generator is reloaded from its header as it was loaded (spec and loader options), unless
@@ -100,9 +107,15 @@ def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
     Each file result records the ``generator_options`` it was evaluated with. With ``content_style``,
     ``"content_style"`` holds per generator the figures of
     :func:`~latentdirs.evaluation.content_style.content_style_figures` (or the error that stopped them).
+    Under ``ranks`` (torchrun; every rank calls this alike, each on ``ranks.device``) the rendering is shared
+    and every rank returns the one-process result; more ranks than batches of VP pairs are refused first.
     """
     from latentdirs.registry import generator_request, load_generator
 
+    check_units(pair_batches(options.get("pairs", evaluate_directions.__kwdefaults__["pairs"])), ranks,
+                what=f"batches of {PAIR_BATCH} VP pairs", fix=f"Launch fewer processes, or pass --pairs "
+                f"{PAIR_BATCH * (ranks.world_size if ranks else 1)} or more")
+    target: str | torch.device = device if ranks is None else ranks.device  # each rank its own device
     loaded: dict[tuple[str, str], GeneratorAdapter] = {}
     grouped: dict[str, list[dict[str, Any]]] = {}
     errors = []
@@ -113,11 +126,11 @@ def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
                                              options=generator_options)
             key = (spec, json.dumps(chosen, sort_keys=True))  # same spec, other options: another generator
             if key not in loaded:
-                loaded[key] = load_generator(spec, device=device, **chosen)
+                loaded[key] = load_generator(spec, device=target, **chosen)
             generator = loaded[key]
             directions = Directions.load(path, generator=generator)
             with torch.random.fork_rng():
-                metrics = evaluate_directions(generator, directions, **options)
+                metrics = evaluate_directions(generator, directions, ranks=ranks, **options)
             grouped.setdefault(spec, []).append({"file": str(path), "method": directions.method_name,
                                                  "labels": directions.meta.get("labels", {}),
                                                  "generator_options": dict(generator.load_options), **metrics})
@@ -126,8 +139,8 @@ def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
             errors.append({"file": str(path), "error": str(error)})
     results = {"generators": grouped, "errors": errors, "options": options}
     if content_style:  # opt-in: a split and two renders per generator
-        results["content_style"] = {generator.spec: _content_style(generator, options.get("seed", 0))
-                                    for generator in loaded.values()}
+        results["content_style"] = {generator.spec: on_main(lambda g=generator: _content_style(g, options.get(
+                                    "seed", 0)), ranks) for generator in loaded.values()}  # rank 0's, broadcast
     return results
 
 

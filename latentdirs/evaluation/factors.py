@@ -36,14 +36,18 @@ regressor's importance matrix, and of MIG, Chen et al. 2018):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from latentdirs import scenes
 from latentdirs.errors import NotSupportedError, invalid
+from latentdirs.evaluation.sharing import share
 from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import along_layers
+
+if TYPE_CHECKING:
+    from latentdirs.distributed import Ranks
 
 #: effect (data spreads per unit step) below which a direction moves nothing / a factor is not moved
 INERT_MASS = 1e-4
@@ -102,8 +106,9 @@ def reads_factors(generator: GeneratorAdapter) -> bool:
 
 def effect_matrix(generator: GeneratorAdapter, vectors: torch.Tensor, *, samples: int = 64, step: float = 1.0,
                   seed: int = 0, space: str = "z", layers: list[int] | None = None, class_id: int | None = None,
-                  batch: int = 64) -> dict[str, Any]:
+                  batch: int = 64, ranks: Ranks | None = None) -> dict[str, Any]:
     """The effect matrix of ``vectors`` ``[K, D]`` (rows of a direction file, in ``space``) on ``generator``.
+    Under ``ranks`` (torchrun) the rendered rows are shared by the ranks; every rank returns the matrix.
 
     Uses :meth:`read_factors` when the generator reads factors, else :attr:`true_directions` (exact, no
     rendering; ``samples`` and ``step`` unused); refuses generators with neither. Returns
@@ -116,7 +121,7 @@ def effect_matrix(generator: GeneratorAdapter, vectors: torch.Tensor, *, samples
         raise invalid("samples", samples, "at least 2 latents")
     if reads_factors(generator):
         matrix, names = _read_matrix(generator, vectors, samples=samples, step=step, seed=seed, space=space,
-                                     layers=layers, class_id=class_id, batch=batch)
+                                     layers=layers, class_id=class_id, batch=batch, ranks=ranks)
         source = "read_factors"
     elif generator.true_directions is not None:
         truth = generator.true_directions
@@ -136,12 +141,14 @@ def effect_matrix(generator: GeneratorAdapter, vectors: torch.Tensor, *, samples
 
 def _read_matrix(generator: GeneratorAdapter, vectors: torch.Tensor, *, samples: int, step: float, seed: int,
                  space: str, layers: list[int] | None, class_id: int | None,
-                 batch: int) -> tuple[torch.Tensor, list[str]]:
-    """``[K, F]`` mean |Δ_f| / σ_f per unit step, by central differences read by the generator's reader."""
+                 batch: int, ranks: Ranks | None = None) -> tuple[torch.Tensor, list[str]]:
+    """``[K, F]`` mean |Δ_f| / σ_f per unit step, by central differences read by the generator's reader.
+    Under ``ranks`` the directions' rows are dealt to the ranks (each row rendered in the one-process batches)."""
     latents = generator.sample(samples, seed=seed + 4243, space=space, classes=class_id)
-    rows, names = [], None
-    with torch.no_grad():
-        for vector in vectors:
+
+    def read_row(index: int) -> tuple[list[float], list[str]]:
+        vector = vectors[index]
+        with torch.no_grad():
             totals: dict[str, list[torch.Tensor]] = {}
             for start in range(0, samples, batch):
                 base = latents[start:start + batch]
@@ -156,8 +163,12 @@ def _read_matrix(generator: GeneratorAdapter, vectors: torch.Tensor, *, samples:
                 change = torch.cat(totals[name]).abs() / (2 * step)
                 change = change[~torch.isnan(change)]  # rotation: only pairs read as one non-round shape
                 row.append(float(change.mean()) / factor_spread(name) if change.numel() else 0.0)
-            rows.append(row)
-    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), -1), names or []
+        return row, names
+
+    read = share(len(vectors), read_row, ranks)
+    rows = [row for row, _ in read]
+    names = read[-1][1] if read else []  # every row reads the same factors; as before, the last row's names
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), -1), names
 
 
 def _normalised_entropy(weights: torch.Tensor) -> torch.Tensor:

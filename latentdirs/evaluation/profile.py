@@ -14,11 +14,17 @@ energy map of rounding errors would only look like numbers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+from latentdirs.evaluation.sharing import share
 from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import along_layers
 from latentdirs.transforms import gaussian_blur
+
+if TYPE_CHECKING:
+    from latentdirs.distributed import Ranks
 
 #: RMS change per unit strength (images in [-1, 1]) below which a direction does nothing visible
 INERT_CHANGE = 1e-5
@@ -26,15 +32,19 @@ INERT_CHANGE = 1e-5
 
 def effect_profile(generator: GeneratorAdapter, vectors: torch.Tensor, *, seeds: int = 8, strength: float = 3.0,
                    seed: int = 0, space: str = "z", layers: list[int] | None = None,
-                   class_id: int | None = None) -> list[dict[str, float]]:
-    """One ``{"change", "linearity", "area", "inert"}`` per row of ``vectors`` (``[K, D]``)."""
+                   class_id: int | None = None, ranks: Ranks | None = None) -> list[dict[str, float]]:
+    """One ``{"change", "linearity", "area", "inert"}`` per row of ``vectors`` (``[K, D]``).
+
+    Under ``ranks`` (torchrun) the directions are dealt to the ranks (each renders the shared unedited
+    batch too, the same batch as in one process) and every rank returns all profiles, in order."""
     alphas = torch.tensor([-strength, -strength / 2, strength / 2, strength])
     latents = generator.sample(seeds, seed=seed + 7919, space=space, classes=class_id)
     sigma = generator.resolution / 64
-    profiles = []
     with torch.no_grad():
         base = gaussian_blur(generator.synthesize(latents, space=space, classes=class_id), sigma)
-        for vector in vectors:
+
+        def profile(index: int) -> dict[str, float]:
+            vector = vectors[index]
             changes = []
             for alpha in alphas:
                 step = along_layers(alpha * vector.to(latents), latents, layers)
@@ -50,10 +60,11 @@ def effect_profile(generator: GeneratorAdapter, vectors: torch.Tensor, *, seeds:
             needed = (ordered < 0.9 * ordered[:, -1:]).sum(dim=1).float() + 1
             change = float(d.square().mean(dim=(2, 3, 4)).sqrt().mean() / alphas.abs().mean())
             inert = change < INERT_CHANGE
-            profiles.append({"change": change, "inert": inert,
-                             "linearity": None if inert else float(1 - residual / total),
-                             "area": None if inert else float((needed / energy.shape[1]).mean())})
-    return profiles
+            return {"change": change, "inert": inert,
+                    "linearity": None if inert else float(1 - residual / total),
+                    "area": None if inert else float((needed / energy.shape[1]).mean())}
+
+        return share(len(vectors), profile, ranks)
 
 
 def ground_truth(true_directions: dict[str, torch.Tensor], vectors: torch.Tensor) -> list[dict[str, float]]:

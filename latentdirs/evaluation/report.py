@@ -44,6 +44,11 @@ def markdown(results: dict[str, Any]) -> str:
             if item.get("factor_matrix"):
                 lines += [f"Direction x factor effect of {Path(item['file']).name}:", "",
                           *factor_matrix_markdown(item["factor_matrix"]), ""]
+    if results.get("content_style"):
+        from latentdirs.evaluation.content_style import content_style_markdown
+
+        for spec, figures in results["content_style"].items():
+            lines += content_style_markdown(spec, figures)
     for error in results["errors"]:
         lines.append(f"- not evaluated: {error['file']}: {error['error']}")
     return "\n".join(lines)

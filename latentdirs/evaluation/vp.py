@@ -9,15 +9,22 @@ beside it is the same procedure on a random orthonormal basis of the same size.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from latentdirs.errors import invalid
+from latentdirs.evaluation.sharing import on_main, share_to_main
 from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import along_layers
+
+if TYPE_CHECKING:
+    from latentdirs.distributed import Ranks
+
+#: VP pairs rendered per batch: the unit the ranks share under torchrun
+PAIR_BATCH = 64
 
 
 def random_basis(count: int, dim: int, seed: int) -> torch.Tensor:
@@ -27,31 +34,43 @@ def random_basis(count: int, dim: int, seed: int) -> torch.Tensor:
     return (q * torch.sign(torch.diagonal(r))).T.contiguous()
 
 
+def pair_batches(pairs: int) -> int:
+    """How many batches of :data:`PAIR_BATCH` the VP pairs are rendered in (the units ranks share)."""
+    return -(-pairs // PAIR_BATCH)
+
+
 def _pair_differences(generator: GeneratorAdapter, vector_sets: Sequence[torch.Tensor], *, count: int,
                       strength: tuple[float, float], seed: int,
-                      space: str, layers: list[int] | None, class_id: int | None,
-                      batch: int = 64) -> tuple[list[torch.Tensor], torch.Tensor]:
+                      space: str, layers: list[int] | None, class_id: int | None, batch: int = PAIR_BATCH,
+                      ranks: Ranks | None = None) -> tuple[list[torch.Tensor] | None, torch.Tensor]:
     """Difference images ``[count, 3, 32, 32]`` per set of ``[K, D]`` directions, and the labels ``[count]``.
 
     Every set gets the same latents, labels and strengths, so the unedited images are rendered once
-    and shared (the floor costs one render per pair instead of two)."""
+    and shared (the floor costs one render per pair instead of two). Under ``ranks``, whole batches are
+    dealt to the ranks and the images gathered on rank 0 (None on the others)."""
     draws = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, vector_sets[0].shape[0], (count,), generator=draws)
     low, high = strength
     magnitudes = low + (high - low) * torch.rand(count, generator=draws)
     signs = torch.randint(0, 2, (count,), generator=draws) * 2 - 1
     latents = generator.sample(count, seed=seed, space=space, classes=class_id)
-    differences: list[list[torch.Tensor]] = [[] for _ in vector_sets]
+
+    def render(unit: int) -> list[torch.Tensor]:
+        part = slice(unit * batch, (unit + 1) * batch)
+        base = latents[part]
+        unedited = generator.synthesize(base, space=space, classes=class_id)
+        out = []
+        for vectors in vector_sets:
+            step = (signs[part] * magnitudes[part]).unsqueeze(1).to(base) * vectors[labels[part]].to(base)
+            edited = generator.synthesize(base + along_layers(step, base, layers), space=space, classes=class_id)
+            out.append(F.interpolate(edited - unedited, size=32, mode="area").cpu())
+        return out
+
     with torch.no_grad():
-        for start in range(0, count, batch):
-            part = slice(start, start + batch)
-            base = latents[part]
-            unedited = generator.synthesize(base, space=space, classes=class_id)
-            for vectors, out in zip(vector_sets, differences):
-                step = (signs[part] * magnitudes[part]).unsqueeze(1).to(base) * vectors[labels[part]].to(base)
-                edited = generator.synthesize(base + along_layers(step, base, layers), space=space, classes=class_id)
-                out.append(F.interpolate(edited - unedited, size=32, mode="area").cpu())
-    return [torch.cat(out) for out in differences], labels
+        parts = share_to_main(-(-count // batch), render, ranks)
+    if parts is None:
+        return None, labels
+    return [torch.cat([part[k] for part in parts]) for k in range(len(vector_sets))], labels
 
 
 class _PairNet(nn.Module):
@@ -68,24 +87,33 @@ class _PairNet(nn.Module):
 def variation_predictability(generator: GeneratorAdapter, vector_sets: Sequence[torch.Tensor], *, pairs: int = 2000,
                              epochs: int = 4, strength: tuple[float, float] = (1.5, 3.0), seed: int = 0,
                              space: str = "z", layers: list[int] | None = None,
-                             class_id: int | None = None) -> list[dict[str, float]]:
+                             class_id: int | None = None, ranks: Ranks | None = None) -> list[dict[str, float]]:
     """VP of each set of directions ``[K, D]`` (all of the same K) on the same pairs' latents and labels.
 
     Returns per set the held-out accuracy (20 % of the pairs), chance 1/K, and its training seconds;
-    ``render_seconds`` (shared rendering) is given to the first set only, so sums stay true."""
+    ``render_seconds`` (shared rendering) is given to the first set only, so sums stay true.
+    Under ``ranks`` (torchrun) the pairs' batches are rendered by the ranks, the classifier is trained on
+    rank 0 on the gathered images and every rank returns rank 0's results."""
     if len({vectors.shape[0] for vectors in vector_sets}) != 1:
         raise invalid("vector_sets", [vectors.shape[0] for vectors in vector_sets],
                       "one or more sets with the same count of directions")
     started = time.perf_counter()
     sets, labels = _pair_differences(generator, vector_sets, count=pairs, strength=strength, seed=seed, space=space,
-                                     layers=layers, class_id=class_id)
-    results = [{"render_seconds": time.perf_counter() - started if i == 0 else 0.0} for i in range(len(sets))]
-    for inputs, result in zip(sets, results):
-        trained = time.perf_counter()
-        result["accuracy"] = _train_and_score(inputs, labels, classes=vector_sets[0].shape[0], epochs=epochs, seed=seed)
-        result["chance"] = 1 / vector_sets[0].shape[0]
-        result["train_seconds"] = time.perf_counter() - trained
-    return results
+                                     layers=layers, class_id=class_id, ranks=ranks)
+    rendered = time.perf_counter() - started
+
+    def train() -> list[dict[str, float]]:
+        assert sets is not None  # rank 0 (or one process) holds every pair's images
+        results = [{"render_seconds": rendered if i == 0 else 0.0} for i in range(len(sets))]
+        for inputs, result in zip(sets, results):
+            trained = time.perf_counter()
+            result["accuracy"] = _train_and_score(inputs, labels, classes=vector_sets[0].shape[0], epochs=epochs,
+                                                  seed=seed)
+            result["chance"] = 1 / vector_sets[0].shape[0]
+            result["train_seconds"] = time.perf_counter() - trained
+        return results
+
+    return on_main(train, ranks)
 
 
 def _train_and_score(inputs: torch.Tensor, labels: torch.Tensor, *, classes: int, epochs: int, seed: int) -> float:

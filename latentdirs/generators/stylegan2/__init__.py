@@ -24,7 +24,7 @@ from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
 from latentdirs.generators.stylegan2.network import (NOISE_MODES, StyleGAN2Config, StyleGAN2Generator,
                                                    parameter_count)
-from latentdirs.weights import check_state_dict
+from latentdirs.weights import build_with_state
 
 
 class StyleGAN2Adapter(GeneratorAdapter):
@@ -45,11 +45,10 @@ class StyleGAN2Adapter(GeneratorAdapter):
             raise NotSupportedError(f"generator: {spec} renders {config.img_channels}-channel images; "
                                     "supported: RGB (3) and grayscale (1, shown as RGB)")
         _check_implied_size(config, state, spec)
-        network = StyleGAN2Generator(config)  # at most twice what the file stores, checked just above
-        state = check_state_dict(state, network.state_dict(), param="generator", source=spec,
-                                 what="the StyleGAN2 generator its tensor shapes describe",
-                                 fix="The file is damaged or was edited; use the original network file")
-        network.load_state_dict(state, strict=True)
+        # built on the meta device and given the file's tensors themselves: one copy of the weights
+        network = build_with_state(lambda: StyleGAN2Generator(config), state, param="generator", source=spec,
+                                   what="the StyleGAN2 generator its tensor shapes describe",
+                                   fix="The file is damaged or was edited; use the original network file")
         self.config = config
         self.source_format = source_format
         if truncation_cutoff is not None and not (isinstance(truncation_cutoff, int)

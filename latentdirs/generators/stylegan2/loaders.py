@@ -16,6 +16,7 @@ Pickles go through :mod:`.unpickle` (nothing in them runs); torch files through
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import re
 from pathlib import Path
@@ -26,10 +27,13 @@ import torch
 
 from latentdirs.errors import LatentDirsError, MissingWeightsError, NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.stylegan2.network import StyleGAN2Config
-from latentdirs.generators.stylegan2.unpickle import MalformedPickle, PersistentRecord, TFNetworkRecord, restricted_load
+from latentdirs.generators.stylegan2.unpickle import (MalformedPickle, PersistentRecord, TFNetworkRecord,
+                                                     restricted_load_file)
 from latentdirs.weights import describe_names, is_legacy_torch, library_reason, load_torch_weights
 
 _ZIP_MAGIC = b"PK\x03\x04"
+#: what format detection reads of a file (is_legacy_torch reads at most 64 bytes)
+_HEAD_BYTES = 64
 
 
 def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
@@ -42,15 +46,14 @@ def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.
     if not path.is_file():
         raise MissingWeightsError(f"generator: no StyleGAN2 file at {str(path)!r}; give the path of a network "
                                   "pickle (.pkl) or a rosinality checkpoint (.pt)")
-    data = path.read_bytes()
-    if _is_safetensors(data):
-        return _converted(path, "a safetensors state dict", _from_safetensors, data)
-    if data[:4] == _ZIP_MAGIC or is_legacy_torch(data):
-        del data  # load_torch_weights reads the file itself
+    with open(path, "rb") as handle:  # the format from the first bytes; each reader reads the file itself
+        head = handle.read(_HEAD_BYTES)
+    if _is_safetensors(head, path.stat().st_size):
+        return _converted(path, "a safetensors state dict", _from_safetensors, path)
+    if head[:4] == _ZIP_MAGIC or is_legacy_torch(head):
         checkpoint = load_torch_weights(path, param="generator", extra_globals=[argparse.Namespace])
         return _converted(path, "a rosinality checkpoint", _from_rosinality, checkpoint)
-    loaded = restricted_load(data, name=path.name)
-    del data
+    loaded = restricted_load_file(path)  # streamed: about one copy of the weights at the peak
     if isinstance(loaded, dict) and isinstance(loaded.get("G_ema"), PersistentRecord):
         return _converted(path, "an NVlabs network pickle", _from_nvlabs, loaded["G_ema"])
     if isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[2], TFNetworkRecord):
@@ -95,12 +98,14 @@ _MAX_MODULE_DEPTH = 32
 
 
 def _flatten_record(record: PersistentRecord) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer of ``record`` and its sub-modules, by dotted name, as float32 copies.
+    """Every parameter and buffer of ``record`` and its sub-modules, by dotted name, as float32 tensors.
 
-    A tensor object referenced under several names is copied once (the names share the copy).
+    A float32 tensor that alone fills its storage is taken as it is (a second copy of every weight
+    was most of a load's peak memory); any other value — another dtype, a numpy array, a view of
+    part of a storage, a storage shared with another tensor — is copied. A tensor object referenced
+    under several names is copied once (the names share the copy).
     """
-    tensors: dict[str, torch.Tensor] = {}
-    copies: dict[int, torch.Tensor] = {}
+    values: list[tuple[str, Any]] = []
     for name, item in _records(record):
         prefix = f"{name}." if name else ""
         for group in ("_parameters", "_buffers"):
@@ -109,10 +114,28 @@ def _flatten_record(record: PersistentRecord) -> dict[str, torch.Tensor]:
                     continue
                 if not isinstance(value, (torch.Tensor, np.ndarray)):
                     raise MalformedPickle(f"{prefix}{key} is a {type(value).__name__}, not a tensor")
-                if id(value) not in copies:
-                    copies[id(value)] = torch.as_tensor(value).detach().float().clone()
-                tensors[f"{prefix}{key}"] = copies[id(value)]
+                values.append((f"{prefix}{key}", value))
+    storage_users = collections.Counter(_storage_key(value) for _, value in values if isinstance(value, torch.Tensor))
+    tensors: dict[str, torch.Tensor] = {}
+    copies: dict[int, torch.Tensor] = {}
+    for name, value in values:
+        if id(value) not in copies:
+            copies[id(value)] = (value.detach() if _owns_its_storage(value, storage_users)
+                                 else torch.as_tensor(value).detach().float().clone())
+        tensors[name] = copies[id(value)]
     return tensors
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[int, int]:
+    storage = tensor.untyped_storage()
+    return storage.data_ptr(), storage.nbytes()
+
+
+def _owns_its_storage(value: Any, storage_users: collections.Counter) -> bool:
+    """A float32 tensor, the only one over its storage, that covers all of it contiguously."""
+    return (isinstance(value, torch.Tensor) and value.dtype == torch.float32 and value.numel() > 0
+            and value.is_contiguous() and value.storage_offset() == 0
+            and value.numel() * 4 == value.untyped_storage().nbytes() and storage_users[_storage_key(value)] == 1)
 
 
 def _child(record: PersistentRecord, *path: str) -> PersistentRecord | None:
@@ -127,8 +150,9 @@ def _from_nvlabs(g_ema: PersistentRecord) -> tuple[StyleGAN2Config, dict[str, to
     state = _flatten_record(g_ema)
     if any(k.startswith("synthesis.input.") for k in state) or "SynthesisInput" in str(
             (_child(g_ema, "synthesis") or g_ema).meta.get("module_src", "")):
-        raise NotSupportedError("generator: this is a StyleGAN3 (config-T/R) pickle; StyleGAN3 is not supported "
-                                "yet — StyleGAN2 pickles from the stylegan2-ada-pytorch and stylegan3 repositories are")
+        raise invalid("generator", "a StyleGAN3 (config-T/R) network pickle",
+                      "StyleGAN2 files for stylegan2: (NVlabs, TensorFlow, rosinality, safetensors)",
+                      "This is a StyleGAN3 pickle: load it as stylegan3:PATH", cls=NotSupportedError)
     standard = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64
     for key in [k for k in state if k.endswith("resample_filter")]:
         if not torch.allclose(state.pop(key), standard):  # this implementation hard-wires the default filter
@@ -214,12 +238,13 @@ def _config_from_shapes(state: dict[str, torch.Tensor], *, architecture: str, co
 SAFETENSORS_OPTIONS = {"architecture": "skip", "mapping_lr": "0.01", "conv_clamp": "none"}
 
 
-def _is_safetensors(data: bytes) -> bool:
-    """A safetensors file: an 8-byte little-endian header length that fits the file, then a JSON object."""
-    if len(data) < 10:
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file (``head``: its first bytes, ``size``: its length): an 8-byte little-endian header
+    length that fits the file, then a JSON object."""
+    if size < 10 or len(head) < 9:
         return False
-    header = int.from_bytes(data[:8], "little")
-    return 2 <= header <= len(data) - 8 and data[8:9] == b"{"
+    header = int.from_bytes(head[:8], "little")
+    return 2 <= header <= size - 8 and head[8:9] == b"{"
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -233,22 +258,26 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in _mapping(metadata, "safetensors __metadata__").items()}
 
 
-def _from_safetensors(data: bytes) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
+def _from_safetensors(path: Path) -> tuple[StyleGAN2Config, dict[str, torch.Tensor], str]:
     """NVlabs-named tensors; ``architecture``, ``mapping_lr``, ``conv_clamp`` (a number or ``none``) from
     the metadata. Non-finite weights are refused (``mapping.w_avg`` may be all NaN: estimated then)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    data = path.read_bytes()
     options = {**SAFETENSORS_OPTIONS, **_safetensors_metadata(data)}
     try:
         stored = load(data)
     except SafetensorError as error:
         raise MalformedPickle(f"an unreadable safetensors file ({library_reason(error)})") from None
+    del data
     state: dict[str, torch.Tensor] = {}
-    for key, value in stored.items():
+    for key in list(stored):
+        value = stored.pop(key)  # each stored tensor is dropped as soon as its copy exists
         if not value.is_floating_point():
             raise MalformedPickle(f"{key} of dtype {value.dtype}, not floating point")
-        value = value.float()
+        # safetensors' tensors view read-only bytes objects; the network's parameters must own their memory
+        value = value.to(torch.float32, copy=True)
         finite = torch.isfinite(value)
         if not bool(finite.all()) and not (key == "mapping.w_avg" and bool(torch.isnan(value).all())):
             raise MalformedPickle(f"{key} holds {int((~finite).sum())} non-finite values")
