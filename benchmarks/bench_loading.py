@@ -14,7 +14,8 @@ revision ``REV`` (its ``latentdirs/`` exported to a temporary folder and put fir
 before and after come from the same run on the same machine.
 
 Other loaders join by spec string: ``measure_load("stylegan3:/path/net.pkl")`` works for any family
-``load_generator`` knows; add a row with :func:`load_rows`.
+``load_generator`` knows; add a row with :func:`load_rows`. ``--nvlabs DIR [--shim DIR] --skip-stylegan2``
+loads 1024-px StyleGAN3 pickles written by NVIDIA's own code (``--stylegan3 stylegan3-t stylegan3-r``).
 
 Measured 2026-12-01 (torch 2.13 CPU, 2 threads, ``--baseline f161611``, the loader before issue 16
 item 6), extra peak RSS / file size, and load time:
@@ -179,12 +180,38 @@ def bench(resolutions: Sequence[int], formats: Sequence[str], baseline: str | No
                 path.unlink()
 
 
+def bench_stylegan3(nvlabs: Path, shim: Path | None, networks: Sequence[str]) -> None:
+    """Loading 1024-px StyleGAN3 pickles written by NVIDIA's own code (``--nvlabs`` tree; see
+    :mod:`benchmarks.bench_stylegan3`, whose generator builder this uses), as ``stylegan3:`` specs."""
+    import pickle
+
+    from benchmarks.bench_stylegan3 import build_nvidia
+
+    sys.path[:0] = [str(p) for p in (shim, nvlabs) if p is not None]
+    with tempfile.TemporaryDirectory() as workdir:
+        for network in networks:
+            path = Path(workdir) / f"{network}-1024.pkl"
+            with open(path, "wb") as f:
+                pickle.dump({"G_ema": build_nvidia(network, 1024)}, f)  # embeds NVIDIA's source: deleted below
+            size = path.stat().st_size
+            rows = [("file size", f"{size / 1024 / 1024:.1f} MiB ({size} bytes)")]
+            rows += load_rows("now", f"stylegan3:{path}", size)
+            report(f"Loading a {network} 1024-px NVIDIA pickle (random weights)", rows)
+            path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=["nvlabs"])
     parser.add_argument("--baseline", default=None, help="also measure the loader of this git revision")
     parser.add_argument("--child", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--nvlabs", type=Path, default=None,
+                        help="a NVlabs/stylegan3 checkout: also load its 1024-px StyleGAN3 pickles")
+    parser.add_argument("--shim", type=Path, default=None, help="a folder put before --nvlabs on sys.path")
+    parser.add_argument("--stylegan3", nargs="+", choices=("stylegan3-t", "stylegan3-r"), default=["stylegan3-t"],
+                        help="which StyleGAN3 configs to write with --nvlabs")
+    parser.add_argument("--skip-stylegan2", action="store_true", help="only the --nvlabs StyleGAN3 files")
     args = parser.parse_args()
     if args.child:
         _child(args.child)
@@ -192,7 +219,10 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}")
-    bench(args.resolutions, args.formats, args.baseline)
+    if not args.skip_stylegan2:
+        bench(args.resolutions, args.formats, args.baseline)
+    if args.nvlabs is not None:
+        bench_stylegan3(args.nvlabs, args.shim, args.stylegan3)
 
 
 if __name__ == "__main__":

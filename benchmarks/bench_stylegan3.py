@@ -96,21 +96,24 @@ def forwards(G: torch.nn.Module, ours: Any, network: str, z: torch.Tensor) -> di
     return {"nvidia": nvidia, "ours": latentdirs_forward}
 
 
-def measure(runners: dict[str, Callable[[], torch.Tensor]], repeat: int) -> tuple[dict[str, float], float, float]:
-    """Best seconds of each runner over ``repeat`` interleaved calls after one warm-up call each; the
-    warm-up outputs give max |ours − nvidia| and the reference's max |value|."""
-    outputs = {name: function() for name, function in runners.items()}
+def measure(runners: dict[str, Callable[[], torch.Tensor]], repeat: int, warmup: bool = True
+            ) -> tuple[dict[str, float], float, float]:
+    """Best seconds of each runner over ``repeat`` interleaved calls, after one warm-up call each when
+    ``warmup`` (else the first timed call's outputs are kept); the first outputs give max |ours − nvidia|
+    and the reference's max |value|."""
+    outputs = {name: function() for name, function in runners.items()} if warmup else {}
     best = {name: float("inf") for name in runners}
     for _ in range(repeat):
         for name, function in runners.items():
             started = time.perf_counter()
-            function()
+            result = function()
             best[name] = min(best[name], time.perf_counter() - started)
+            outputs.setdefault(name, result)
     diff = float((outputs["ours"] - outputs["nvidia"]).abs().max())
     return best, diff, float(outputs["nvidia"].abs().max())
 
 
-def bench(resolutions: list[int], networks: list[str], batches: list[int], repeat: int) -> list[str]:
+def bench(resolutions: list[int], networks: list[str], batches: list[int], repeat: int, warmup: bool = True) -> list[str]:
     rows = ["| resolution | network | batch | NVIDIA s/img | ours s/img | ratio | max abs diff (image max) |",
             "|---|---|---|---|---|---|---|"]
     print("\n".join(rows), flush=True)
@@ -122,7 +125,7 @@ def bench(resolutions: list[int], networks: list[str], batches: list[int], repea
                 ours = load_ours(G, network, Path(workdir))
                 for batch in batches:
                     z = torch.randn(batch, 512, generator=torch.Generator().manual_seed(batch))
-                    best, diff, scale = measure(forwards(G, ours, network, z), repeat)
+                    best, diff, scale = measure(forwards(G, ours, network, z), repeat, warmup)
                     nvidia, mine = best["nvidia"] / batch, best["ours"] / batch
                     row = (f"| {resolution} | {network} | {batch} | {nvidia:.3f} | {mine:.3f} | {mine / nvidia:.2f} "
                            f"| {diff:.1e} ({scale:.1f}) |")
@@ -140,15 +143,17 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeat", type=int, default=2, help="timed calls of each side (after one warm-up)")
+    parser.add_argument("--no-warmup", action="store_true", help="time the first calls too (1024-px StyleGAN3 "
+                        "forwards take minutes here; one-time costs are small against that)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if not (args.nvlabs / "training" / "networks_stylegan3.py").is_file():
         parser.error(f"--nvlabs {args.nvlabs}: no training/networks_stylegan3.py there; pass a NVlabs/stylegan3 checkout")
     sys.path[:0] = [str(p) for p in (args.shim, args.nvlabs) if p is not None]
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeat} after a warm-up, "
-          f"goal ratio <= {GOAL_RATIO}")
-    bench(args.resolutions, args.networks, args.batches, args.repeat)
+    print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeat}"
+          f"{'' if args.no_warmup else ' after a warm-up'}, goal ratio <= {GOAL_RATIO}")
+    bench(args.resolutions, args.networks, args.batches, args.repeat, warmup=not args.no_warmup)
 
 
 if __name__ == "__main__":

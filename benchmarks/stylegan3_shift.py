@@ -15,8 +15,9 @@ makes the exact transform the ground truth for a learned, calibrated shift:
 The exact transform's residual error is registration's own error floor on these pictures; the learned
 direction's residual error is the calibration's error plus that floor.
 
-Run: ``.venv/bin/python -m benchmarks.stylegan3_shift`` (the t32 reference network, about 10 minutes on
-a quiet 2-core CPU); ``--case t256`` for the 256-px one; ``--help`` for the sizes.
+Run: ``.venv/bin/python -m benchmarks.stylegan3_shift`` (the t32 reference network; 25 minutes on this
+2-core CPU shared with other jobs); ``--case t256`` for the 256-px one, ``--network FILE.pkl`` for your
+own StyleGAN3 file; ``--help`` for the sizes.
 """
 
 from __future__ import annotations
@@ -74,12 +75,12 @@ def exact_rows(generator, seeds: list[int], amounts: list[float], transform: str
 def table(learned: list[AccuracyRow], exact: list[AccuracyRow], resolution: int) -> str:
     """Markdown: requested / learned achieved mean ± std and mean |error| / the exact transform's, in
     fractions of the width and (in brackets) pixels."""
-    lines = [f"| requested | learned: achieved mean ± std | learned: mean abs error | learned: clamped | "
-             f"exact: achieved mean ± std | exact: mean abs error |", "|---|---|---|---|---|---|"]
-    for mine, truth in zip(learned, exact):
-        def cell(row: AccuracyRow) -> str:
-            return f"{row.mean:+.4f} ± {row.std:.4f} ({row.mean * resolution:+.2f} ± {row.std * resolution:.2f} px)"
+    def cell(row: AccuracyRow) -> str:
+        return f"{row.mean:+.4f} ± {row.std:.4f} ({row.mean * resolution:+.2f} ± {row.std * resolution:.2f} px)"
 
+    lines = ["| requested | learned: achieved mean ± std | learned: mean abs error | learned: clamped | "
+             "exact: achieved mean ± std | exact: mean abs error |", "|---|---|---|---|---|---|"]
+    for mine, truth in zip(learned, exact):
         lines.append(f"| {mine.requested:+.3f} ({mine.requested * resolution:+.1f} px) | {cell(mine)} | "
                      f"{mine.abs_error:.4f} ({mine.abs_error * resolution:.2f} px) | {mine.clamped}/{mine.count} | "
                      f"{cell(truth)} | {truth.abs_error:.4f} ({truth.abs_error * resolution:.2f} px) |")
@@ -89,6 +90,7 @@ def table(learned: list[AccuracyRow], exact: list[AccuracyRow], resolution: int)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="t32", choices=CASES, help="reference network (tests/stylegan3_fixtures)")
+    parser.add_argument("--network", type=Path, default=None, help="a StyleGAN3 network pickle instead of --case")
     parser.add_argument("--samples", type=int, default=6, help="regression: latents inverted")
     parser.add_argument("--iterations", type=int, default=20, help="regression: Adam steps per amount")
     parser.add_argument("--train-amounts", default="[0.05, 0.1]", help="regression: amounts inverted")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     amounts = [float(a) for a in args.amounts.split(",")]
     seeds = list(range(1000, 1000 + args.seeds))  # apart from the discovery's own latents
     with tempfile.TemporaryDirectory() as folder:
-        network = write_stylegan3_pickle(load_reference(args.case), Path(folder) / f"{args.case}.pkl")
+        network = args.network or write_stylegan3_pickle(load_reference(args.case), Path(folder) / f"{args.case}.pkl")
         spec, out = f"stylegan3:{network}", Path(folder) / "shift.safetensors"
         seconds = discover_shift(spec, out, samples=args.samples, iterations=args.iterations,
                                  amounts=args.train_amounts, recalibrate=args.recalibrate, seed=args.seed)
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         exact = exact_rows(generator, seeds, amounts)
         measured = time.perf_counter() - started
     calibration = directions.meta["calibration"]
-    print(f"## shift-x on the {args.case} reference network ({generator.resolution} px, random weights)\n")
+    name = str(args.network) if args.network else f"the {args.case} reference network (random weights)"
+    print(f"## shift-x on {name}, {generator.resolution} px\n")
     print(f"discover -m regression --transform shift-x: samples={args.samples}, iterations={args.iterations}, "
           f"amounts={args.train_amounts}, recalibrate={args.recalibrate}, seed={args.seed}: {seconds:.0f} s; "
           f"calibrated range {calibration['range'][0]:+.3f} … {calibration['range'][1]:+.3f}")

@@ -67,7 +67,7 @@ def _input_transform_options(translate: list[float] | None, rotate: float | None
     if split_generator_spec(chosen_spec)[0] != "stylegan3":
         key = next(iter(given))
         raise invalid(f"--{key}", given[key], f"StyleGAN3 generators (their input transform moves and turns the "
-                      f"picture exactly); this edit's generator is {chosen_spec}",
+                      f"picture); this edit's generator is {chosen_spec}",
                       f"Drop --{key}, or edit directions made on a StyleGAN3 network (-g stylegan3:PATH)",
                       cls=NotSupportedError)
     return given

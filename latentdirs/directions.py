@@ -293,7 +293,7 @@ MAX_HEADER_LAYERS = 100_000
 _FIX_HEADER = "The header is damaged or was edited by hand; re-create the file with 'latentdirs discover' (or 'import')"
 
 
-def _is_int(value: Any, minimum: int = 0) -> bool:
+def is_int(value: Any, minimum: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and minimum <= value < 2**63
 
 
@@ -306,7 +306,7 @@ def _is_finite_number(value: Any) -> bool:
 
 
 def _is_label_key(key: Any) -> bool:
-    return _is_int(key) or (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 19)
+    return is_int(key) or (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 19)
 
 
 def _generator_ok(value: Any) -> bool:
@@ -318,7 +318,7 @@ def _generator_ok(value: Any) -> bool:
 def _method_ok(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and _is_text_or_null(value.get("name"))
                              and isinstance(value.get("options", {}), (dict, type(None)))
-                             and (value.get("seed") is None or _is_int(value.get("seed"), -2**63)))
+                             and (value.get("seed") is None or is_int(value.get("seed"), -2**63)))
 
 
 def _calibration_ok(value: Any) -> bool:
@@ -334,7 +334,7 @@ def _calibration_ok(value: Any) -> bool:
 
 def _layers_ok(value: Any) -> bool:
     return value is None or (isinstance(value, list) and len(value) <= MAX_HEADER_LAYERS
-                             and all(_is_int(layer) for layer in value))
+                             and all(is_int(layer) for layer in value))
 
 
 def _labels_ok(value: Any) -> bool:
@@ -348,8 +348,8 @@ HEADER_FIELDS: dict[str, tuple[Any, str]] = {
     "generator": (_generator_ok, "null or an object whose 'spec' and 'fingerprint' are strings or null and "
                                  "whose 'options' is an object"),
     "space": (lambda v: isinstance(v, str) and bool(v), "a space name such as \"z\", \"w\" or \"w+\""),
-    "latent_dim": (lambda v: _is_int(v, 1), "an integer ≥ 1"),
-    "num_directions": (lambda v: _is_int(v, 1), "an integer ≥ 1"),
+    "latent_dim": (lambda v: is_int(v, 1), "an integer ≥ 1"),
+    "num_directions": (lambda v: is_int(v, 1), "an integer ≥ 1"),
     "layers": (_layers_ok, f"null or a list of at most {MAX_HEADER_LAYERS} non-negative integers"),
     "method": (_method_ok, "null or an object {\"name\": string, \"options\": object, \"seed\": integer or null}"),
     "score_kind": (_is_text_or_null, "a string or null"),
@@ -374,7 +374,7 @@ def validate_header(meta: Any, *, where: str, cls: type[LatentDirsError] = Direc
             raise invalid("directions", f"{where}: header {key} = {_json_excerpt(meta[key])}", allowed, _FIX_HEADER,
                           cls=cls)
     count = meta.get("num_directions")
-    beyond = [str(k) for k in meta.get("labels", {}) if _is_int(count) and int(k) >= count]
+    beyond = [str(k) for k in meta.get("labels", {}) if is_int(count) and int(k) >= count]
     if beyond:
         raise invalid("directions", f"{where}: labels for directions {', '.join(beyond[:4])}",
                       f"labels of directions 0-{count - 1} (the file holds {count})", _FIX_HEADER, cls=cls)

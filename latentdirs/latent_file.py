@@ -450,7 +450,7 @@ def _check_meta(meta: dict[str, Any], where: str, cls: type[LatentDirsError]) ->
             raise bad(key, meta.get(key), "a string")
     if meta.get("created") is not None and not isinstance(meta.get("created"), str):
         raise bad("created", meta.get("created"), "an ISO-8601 string or null")
-    _check_generator_record(meta.get("generator"), bad)
+    check_generator_record(meta.get("generator"), bad)
     space = meta.get("space")
     if not isinstance(space, str) or not space.strip() or len(space) > 64:
         raise bad("space", space, "a space name such as 'z', 'w' or 'w+'")
@@ -519,7 +519,7 @@ def _check_offsets_fit(generator: "GeneratorAdapter", space: str, shape: tuple[i
                       "The file's offsets belong to another generator; invert the photos again", cls=cls)
 
 
-def _check_generator_record(record: Any, bad: Any) -> None:
+def check_generator_record(record: Any, bad: Any) -> None:
     if not isinstance(record, dict):
         raise bad("generator", record, "an object (the generator's describe(): spec, options, fingerprint, …)")
     for key in ("spec", "fingerprint", "family"):

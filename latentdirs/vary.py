@@ -49,7 +49,6 @@ import torch
 from latentdirs.atomic import StagedDirectory, check_not_an_input, check_writable_directory
 from latentdirs.content_style.layered import colour_statistics
 from latentdirs.errors import SpecError, check_count, check_seed, invalid
-from latentdirs.images import compose_grid, save_grid_and_strips, to_uint8
 from latentdirs.latent_file import Latents
 from latentdirs.plan import LatentRows, RowSource, SeedRows, generator_words
 from latentdirs.specs import parse_index_spec
@@ -611,6 +610,8 @@ def _pages(result: VaryResult, rows: RowSource, reference: StyleReference | None
            split: ContentStyleSplit, max_rows: int) -> list[tuple[str, Any]]:
     """The composed grid pages ``(file name, (Grid, first row, end row))``: rows = sources, columns = the
     source, then the styles (for a reference: the styled source, then the reference)."""
+    from latentdirs.images import compose_grid, to_uint8  # PIL: imported when a grid is made, not with the library
+
     count, columns = result.images.shape[:2]
     blocks = [result.sources.unsqueeze(1), result.images]
     if reference is not None:  # the reference itself, in every row, beside what it gave
@@ -648,6 +649,8 @@ def _split_words(split: ContentStyleSplit) -> str:
 
 
 def _write_page(folder: Path, name: str, page: tuple[Any, int, int]) -> dict[str, Any]:
+    from latentdirs.images import save_grid_and_strips
+
     grid, start, stop = page
     save_grid_and_strips(grid, folder / name)
     return {"file": name, "kind": "grid", "rows": list(range(start, stop))}

@@ -199,7 +199,7 @@ def test_record_may_not_name_code(tmp_path, monkeypatch):
         with pytest.raises(InvalidValueError, match=r"generator \(read from the file\): got "
                                                     r"'module:ld_marker_payload:make'; allowed: a built-in family "
                                                     r"that imports no code \(dcgan-faces, dcgan-eyes, synthetic, "
-                                                    r"shapes-dcgan, shapes-stylegan2, biggan, stylegan2\); this spec would import and run code. "
+                                                    r"shapes-dcgan, shapes-stylegan2, biggan, stylegan2, stylegan3\); this spec would import and run code. "
                                                     r"Pass it yourself with -g/--generator if you trust it"):
             registry.generator_from_record(record, device="cpu", **where)
     assert not marker.exists() and "ld_marker_payload" not in sys.modules

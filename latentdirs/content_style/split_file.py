@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from latentdirs.directions import _is_int
+from latentdirs.directions import is_int
 from latentdirs.errors import InvalidValueError, LatentDirsError, invalid
-from latentdirs.latent_file import _check_generator_record
+from latentdirs.latent_file import check_generator_record
 from latentdirs.version import __version__
 
 SCHEMA_NAME = "latentdirs.content-style"
@@ -73,7 +73,7 @@ def check_layers(style: Any, count: int, *, where: str,
                  cls: type[LatentDirsError] = InvalidValueError) -> tuple[int, ...]:
     """``style`` as a sorted tuple of distinct rows of ``0…count−1``, at least one, not all."""
     values = list(style) if isinstance(style, (list, tuple)) else None
-    if values is None or not values or any(not _is_int(v) or v >= count for v in values) \
+    if values is None or not values or any(not is_int(v) or v >= count for v in values) \
             or len(set(values)) != len(values) or len(values) >= count:
         raise invalid(f"{where} style_layers", style, f"distinct rows of 0-{count - 1}, at least one and not all",
                       _FIX, cls=cls)
@@ -90,7 +90,7 @@ def check_header(meta: Any, where: str) -> dict[str, Any]:
     if meta.get("schema") != SCHEMA_NAME:
         raise bad("schema", meta.get("schema"), repr(SCHEMA_NAME))
     version = meta.get("schema_version")
-    if not _is_int(version, 1):
+    if not is_int(version, 1):
         raise bad("schema_version", version, "1 (an integer)")
     if version > SCHEMA_VERSION:
         raise ContentStyleFileError(f"content-style: {where} uses schema v{version}, newer than this latentdirs "
@@ -101,14 +101,14 @@ def check_header(meta: Any, where: str) -> dict[str, Any]:
     if not isinstance(meta.get("space"), str) or not meta["space"]:
         raise bad("space", meta.get("space"), "a space name such as \"z\" or \"w+\"")
     for key in ("latent_dim", "num_layers"):
-        if not _is_int(meta.get(key), 1) or meta[key] > 2**20:
+        if not is_int(meta.get(key), 1) or meta[key] > 2**20:
             raise bad(key, meta.get(key), "an integer from 1 to 2**20")
     if not isinstance(meta.get("measurements"), dict):
         raise bad("measurements", type(meta.get("measurements")).__name__, "a JSON object")
-    _check_generator_record(meta.get("generator"), bad)
+    check_generator_record(meta.get("generator"), bad)
     if meta["kind"] == "layered":
         check_layers(meta.get("style_layers"), meta["num_layers"], where=where, cls=ContentStyleFileError)
-    elif meta.get("style_layers") != [] or not _is_int(meta.get("style_dims"), 1):
+    elif meta.get("style_layers") != [] or not is_int(meta.get("style_dims"), 1):
         raise bad("style_layers/style_dims", [meta.get("style_layers"), meta.get("style_dims")],
                   "[] and an integer K ≥ 1 for a flat split")
     return meta

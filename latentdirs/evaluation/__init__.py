@@ -112,9 +112,10 @@ def evaluate(paths: Sequence[str | Path], *, generator_spec: str | None = None,
     """
     from latentdirs.registry import generator_request, load_generator
 
-    check_units(pair_batches(options.get("pairs", evaluate_directions.__kwdefaults__["pairs"])), ranks,
-                what=f"batches of {PAIR_BATCH} VP pairs", fix=f"Launch fewer processes, or pass --pairs "
-                f"{PAIR_BATCH * (ranks.world_size if ranks else 1)} or more")
+    if ranks is not None:  # refused before any file is read: every rank refuses alike, none waits
+        check_units(pair_batches(options.get("pairs", evaluate_directions.__kwdefaults__["pairs"])), ranks,
+                    what=f"batches of {PAIR_BATCH} VP pairs",
+                    fix=f"Launch fewer processes, or pass --pairs {PAIR_BATCH * ranks.world_size} or more")
     target: str | torch.device = device if ranks is None else ranks.device  # each rank its own device
     loaded: dict[tuple[str, str], GeneratorAdapter] = {}
     grouped: dict[str, list[dict[str, Any]]] = {}

@@ -110,17 +110,27 @@ def upsample2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def bias_act(x: torch.Tensor, bias: torch.Tensor | None, *, lrelu: bool, gain: float = 1.0,
-             clamp: float | None = None) -> torch.Tensor:
-    """Add a per-channel bias, leaky ReLU (0.2) × √2 when ``lrelu``, × ``gain``, clamp to ±``clamp``."""
+             clamp: float | None = None, inplace: bool = False) -> torch.Tensor:
+    """Add a per-channel bias, leaky ReLU (0.2) × √2 when ``lrelu``, × ``gain``, clamp to ±``clamp``.
+
+    ``inplace`` overwrites ``x`` (callers pass it for their own intermediate tensors when autograd does
+    not need them: on CPUs a fresh large tensor costs more, in page faults, than the arithmetic)."""
+    if not inplace:
+        if bias is not None:
+            x = x + bias.reshape(1, -1, *([1] * (x.dim() - 2)))
+        if lrelu:
+            x = F.leaky_relu(x, 0.2) * LRELU_GAIN
+        if gain != 1:
+            x = x * gain
+        return x.clamp(-clamp, clamp) if clamp is not None else x
     if bias is not None:
-        x = x + bias.reshape(1, -1, *([1] * (x.dim() - 2)))
+        x.add_(bias.reshape(1, -1, *([1] * (x.dim() - 2))))
+    scale = (LRELU_GAIN if lrelu else 1.0) * gain
     if lrelu:
-        x = F.leaky_relu(x, 0.2) * LRELU_GAIN
-    if gain != 1:
-        x = x * gain
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return x
+        F.leaky_relu_(x, 0.2)
+    if scale != 1:
+        x.mul_(scale)
+    return x.clamp_(-clamp, clamp) if clamp is not None else x
 
 
 class FullyConnected(nn.Module):
@@ -186,6 +196,8 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
     batches > 1 (a grouped convolution with one group per sample is slow there).
     """
     n = x.shape[0]
+    if n == 1 and not torch.is_grad_enabled():
+        return _fused_modulated_conv(x, weight, styles, demodulate=demodulate, up=up)
     x = x * styles.reshape(n, -1, 1, 1)
     if up:
         # stride-2 transposed conv (weight not flipped), then the FIR filter with padding 1 and gain 4
@@ -197,6 +209,22 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
         coefficients = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()
         x = x * coefficients.reshape(n, -1, 1, 1)
     return x
+
+
+def _fused_modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool,
+                          up: bool) -> torch.Tensor:
+    """:func:`modulated_conv` for one sample without autograd: the styles and demodulation go into the
+    ``[O, I, k, k]`` weight (cheap) instead of two passes over the activations (NVlabs' fused form).
+    The weight is written in the input's memory format, so the convolution does not convert it."""
+    scale = styles.reshape(1, -1, 1, 1)
+    if demodulate:
+        coefficients = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()
+        scale = scale * coefficients.reshape(-1, 1, 1, 1)
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    w = torch.mul(weight, scale, out=torch.empty_like(weight, memory_format=layout))
+    if up:
+        return fir(F.conv_transpose2d(x, w.transpose(0, 1), stride=2), (1, 1, 1, 1), gain=4.0)
+    return F.conv2d(x, w, padding=weight.shape[-1] // 2)
 
 
 class SynthesisLayer(nn.Module):
@@ -221,14 +249,15 @@ class SynthesisLayer(nn.Module):
         """``noise`` ``[N, 1, R, R]`` (or ``[R, R]``), when given, replaces the ``noise_mode`` noise (inversion
         optimises it); ignored by layers without noise inputs."""
         x = modulated_conv(x, self.weight, self.affine(w), demodulate=True, up=self.up)
+        inplace = not x.requires_grad  # x is this layer's own fresh tensor
         if self.use_noise and noise is not None:
             x = x + noise * self.noise_strength
         elif self.use_noise and noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
+            x = x.add_(self.noise_const * self.noise_strength) if inplace else x + self.noise_const * self.noise_strength
         elif self.use_noise and noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, lrelu=True, gain=gain, clamp=clamp)
+        return bias_act(x, self.bias, lrelu=True, gain=gain, clamp=clamp, inplace=inplace)
 
 
 class ToRGB(nn.Module):
@@ -244,7 +273,7 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = modulated_conv(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
-        return bias_act(x, self.bias, lrelu=False, clamp=self.conv_clamp)
+        return bias_act(x, self.bias, lrelu=False, clamp=self.conv_clamp, inplace=not x.requires_grad)
 
 
 class SkipConv(nn.Module):
@@ -294,7 +323,8 @@ class SynthesisBlock(nn.Module):
         """``ws [N, num_conv + has_torgb, w_dim]``; ``noise``: one map (or None) per conv, in order."""
         first, second = (None, None) if noise is None else ((None, noise[0]) if self.first else tuple(noise))
         if self.first:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            # channels-last from the start: CPU convolutions (the FIR's depthwise ones most) run faster in it
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1).contiguous(memory_format=torch.channels_last)
             x = self.conv1(x, ws[:, 0], noise_mode, noise=second)
         elif self.architecture == "resnet":
             shortcut = self.skip(x)
@@ -332,7 +362,7 @@ class SynthesisNetwork(nn.Module):
             x, img = block(x, img, ws[:, index:index + block.num_conv + int(block.has_torgb)], noise_mode, maps)
             index += block.num_conv
             layer += block.num_conv
-        return img
+        return img.contiguous()
 
     def conv_layers(self) -> list[SynthesisLayer]:
         """Every synthesis conv in order (the first block's one conv, then conv0, conv1 of each block):
