@@ -230,7 +230,7 @@ def render_edits(generator: GeneratorAdapter, directions: Directions, plan: Edit
     out_dir = check_writable_directory(out_dir)
     plan.check(generator, directions)
     paste = PasteBack(plan) if output.paste_back else None  # checks every source photo before rendering
-    stale_before = _listed_files(out_dir)
+    stale_before = listed_files(out_dir)
     staging = StagedDirectory(out_dir)
     writer = _Writer()
     pager = _GridPager(generator, directions, plan, output, staging.path, writer)
@@ -301,15 +301,16 @@ def _manifest(generator: GeneratorAdapter, directions: Directions, plan: EditPla
     }
 
 
-def _listed_files(out_dir: Path) -> list[str]:
-    """The output files an earlier run's manifest in ``out_dir`` lists (only names an edit writes)."""
+def listed_files(out_dir: Path, schema: str = MANIFEST_SCHEMA, own_file: re.Pattern[str] = _OWN_FILE) -> list[str]:
+    """The output files an earlier run's manifest (of ``schema``) in ``out_dir`` lists — only names such a
+    run writes (``own_file``), so a crafted manifest cannot have another file removed as stale."""
     try:
         manifest = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-        images = manifest.get("images") if manifest.get("schema") == MANIFEST_SCHEMA else None
+        images = manifest.get("images") if manifest.get("schema") == schema else None
         names = [record.get("file") for record in images] if isinstance(images, list) else []
     except (OSError, ValueError, AttributeError):
         return []
-    return [name for name in names if isinstance(name, str) and _OWN_FILE.fullmatch(name)]
+    return [name for name in names if isinstance(name, str) and own_file.fullmatch(name)]
 
 
 def _warn_unlisted(out_dir: Path, written: set[str]) -> None:
@@ -407,7 +408,7 @@ def render_edits_sharded(generator: GeneratorAdapter, directions: Directions, pl
         check_writable_directory(out_dir)
         staging = ResumableStaging(out_dir, key)
         finished = Journal(staging.path, 0).finished(expected)
-        return _listed_files(out_dir), {n: data for n, data in finished.items() if _trusted(data)}
+        return listed_files(out_dir), {n: data for n, data in finished.items() if _trusted(data)}
 
     stale_before, finished = ranks.on_main(prepare)
     staging = ResumableStaging(out_dir, key, create=False)

@@ -574,7 +574,9 @@ def write_vary(generator: GeneratorAdapter, split: ContentStyleSplit, sources: S
     pages = _pages(result, rows, reference, generator, split, max_rows)
     for name, _ in pages:
         check_not_an_input(out_dir / name, inputs, param="out")
-    stale_before = _listed_files(out_dir)
+    from latentdirs.render import listed_files  # with the grid writer (PIL): not at library import
+
+    stale_before = listed_files(out_dir, MANIFEST_SCHEMA, _OWN_FILE)
     staging = StagedDirectory(out_dir)
     try:
         records = [_write_page(staging.path, name, grid) for name, grid in pages]
@@ -721,17 +723,6 @@ def _command(generator: GeneratorAdapter, rows: RowSource, reference: StyleRefer
         words += ["--class", str(class_id)]
     words += ["--batch-size", str(batch_size), "-o", str(out_dir.resolve())]
     return shlex.join(words)
-
-
-def _listed_files(out_dir: Path) -> list[str]:
-    """The files an earlier vary run's manifest in ``out_dir`` lists (only names a vary run writes)."""
-    try:
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        images = manifest.get("images") if manifest.get("schema") == MANIFEST_SCHEMA else None
-        names = [record.get("file") for record in images] if isinstance(images, list) else []
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [name for name in names if isinstance(name, str) and _OWN_FILE.fullmatch(name)]
 
 
 __all__ = ["MANIFEST_SCHEMA", "MAX_VARIATIONS", "StyleReference", "VaryResult", "edge_map",
