@@ -103,6 +103,8 @@ def _orojar(path: Path, synthetic) -> None:
 _READERS = {
     "stylegan2": (lambda p, g: latentdirs.load_generator(f"stylegan2:{p}", device="cpu"),
                   lambda p, out: ["discover", f"stylegan2:{p}", "-m", "sefa", "--device", "cpu", "-o", out]),
+    "stylegan3": (lambda p, g: latentdirs.load_generator(f"stylegan3:{p}", device="cpu"),
+                  lambda p, out: ["discover", f"stylegan3:{p}", "-m", "sefa", "--device", "cpu", "-o", out]),
     "biggan": (lambda p, g: latentdirs.load_generator(f"biggan:{p.parent}", device="cpu"),
                lambda p, out: ["discover", f"biggan:{p.parent}", "-m", "sefa", "--device", "cpu", "-o", out]),
     "directions": (lambda p, g: Directions.load(p, generator=g),
@@ -130,11 +132,13 @@ def trap(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
 @pytest.mark.parametrize("payload", F.PAYLOAD_NAMES)
-def test_pickle_payload_never_runs(payload, protocol, trap, tmp_path, synthetic):
+@pytest.mark.parametrize("family", ["stylegan2", "stylegan3"])
+def test_pickle_payload_never_runs(family, payload, protocol, trap, tmp_path, synthetic):
     marker, sibling = trap
     content = {"G_ema": F.payloads(marker, sibling)[payload]}
     path = F.write(tmp_path / "evil.pkl", pickle.dumps(content, protocol=protocol))
-    _read_both("stylegan2", "code: StyleGAN2 pickle", path, tmp_path, synthetic, marker=marker)
+    _read_both(family, f"code: {family.replace('stylegan', 'StyleGAN')} pickle", path, tmp_path, synthetic,
+               marker=marker)
 
 
 @pytest.mark.parametrize("where", ["nvlabs-parameter", "nvlabs-module", "tensorflow-state", "embedded-storage",
