@@ -21,13 +21,14 @@ import torch
 
 from latentdirs.errors import NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
+from latentdirs.generators.stylegan_spaces import StyleSpaces, as_rgb
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
 from latentdirs.generators.stylegan2.network import (NOISE_MODES, StyleGAN2Config, StyleGAN2Generator,
                                                    parameter_count)
 from latentdirs.weights import build_with_state
 
 
-class StyleGAN2Adapter(GeneratorAdapter):
+class StyleGAN2Adapter(StyleSpaces, GeneratorAdapter):
     """Adapter over :class:`~.network.StyleGAN2Generator`."""
 
     family = "stylegan2"
@@ -80,39 +81,10 @@ class StyleGAN2Adapter(GeneratorAdapter):
         return described
 
     # ------------------------------------------------------------------ spaces
-    def _sample_z(self, n: int, generator: torch.Generator | None, truncation: float | None) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, generator=generator)  # ψ is applied in the mapping, not to z
-
-    def _map(self, z: torch.Tensor, classes: torch.Tensor | None, psi: float) -> torch.Tensor:
-        one_hot = None
-        if self.conditional:
-            one_hot = torch.nn.functional.one_hot(classes, self.num_classes).to(z.dtype)
-        return self.network.mapping(z, one_hot, psi, self.truncation_cutoff)
-
-    def to_space(self, latents: torch.Tensor, src: str, dst: str, *, truncation: float | None = None,
-                 classes: Any = None) -> torch.Tensor:
-        """z → w (ψ and cutoff applied; ``w`` is slot 0 then) → w+ (rows repeated)."""
-        self.space(src), self.space(dst)
-        if src == dst:
-            return latents
-        if src == "w" and dst == "w+":
-            return latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
-        if src == "z":
-            ids = self.class_tensor(classes, latents.shape[0])
-            ws = self._map(latents.to(self.device), ids, self.check_truncation(truncation) or 1.0)
-            return ws if dst == "w+" else ws[:, 0]
-        return super().to_space(latents, src, dst, truncation=truncation, classes=classes)
-
     def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
                     truncation: float | None) -> torch.Tensor:
-        if space == "z":
-            ws = self._map(latents, classes, truncation or 1.0)
-        elif space == "w":
-            ws = latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
-        else:
-            ws = latents
-        images = self.network.synthesis(ws, noise_mode=self.noise_mode)
-        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # grayscale nets → RGB
+        ws = self._ws(latents, space, classes, truncation)
+        return as_rgb(self.network.synthesis(ws, noise_mode=self.noise_mode))
 
     # ------------------------------------------------------------------ inversion support
     def noise_resolutions(self) -> list[int]:
@@ -129,7 +101,7 @@ class StyleGAN2Adapter(GeneratorAdapter):
         ws = latents.unsqueeze(1).repeat(1, self.config.num_ws, 1) if space == "w" else latents
         images = self.network.synthesis(ws.to(self.device, torch.float32), noise_mode=self.noise_mode,
                                         noise=list(noise))
-        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        return as_rgb(images)
 
     # ------------------------------------------------------------------ SeFa
     @property

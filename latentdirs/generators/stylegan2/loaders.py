@@ -65,10 +65,13 @@ def read_checkpoint(path: str | Path) -> tuple[StyleGAN2Config, dict[str, torch.
 _Converted = tuple[StyleGAN2Config, dict[str, torch.Tensor], str]
 
 
-def _converted(path: Path, kind: str, convert: Callable[[Any], _Converted], value: Any) -> _Converted:
-    """``convert(value)``, with every layout error of a hostile or damaged file as one line naming it."""
-    allowed = f"{kind} with StyleGAN2's layout"
-    fix = "Nothing from the file was run; the file is damaged or not a StyleGAN2 generator"
+def _converted(path: Path, kind: str, convert: Callable[[Any], _Converted], value: Any, *,
+               family: str = "StyleGAN2", allowed: str | None = None) -> _Converted:
+    """``convert(value)``, with every layout error of a hostile or damaged file as one line naming it
+    (``family``: the architecture the file should hold; ``allowed``: what is accepted, by default ``kind``
+    with the family's layout)."""
+    allowed = allowed or f"{kind} with {family}'s layout"
+    fix = f"Nothing from the file was run; the file is damaged or not a {family} generator"
     try:
         return convert(value)
     except LatentDirsError:

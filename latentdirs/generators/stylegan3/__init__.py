@@ -35,12 +35,13 @@ import torch
 
 from latentdirs.errors import NotSupportedError, WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
+from latentdirs.generators.stylegan_spaces import StyleSpaces, as_rgb
 from latentdirs.generators.stylegan3.loaders import read_stylegan3
 from latentdirs.generators.stylegan3.network import StyleGAN3Config, StyleGAN3Generator, parameter_count
 from latentdirs.weights import build_with_state
 
 
-class StyleGAN3Adapter(GeneratorAdapter):
+class StyleGAN3Adapter(StyleSpaces, GeneratorAdapter):
     """Adapter over :class:`~.network.StyleGAN3Generator`."""
 
     family = "stylegan3"
@@ -102,39 +103,10 @@ class StyleGAN3Adapter(GeneratorAdapter):
         return view
 
     # ------------------------------------------------------------------ spaces
-    def _sample_z(self, n: int, generator: torch.Generator | None, truncation: float | None) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, generator=generator)  # ψ is applied in the mapping, not to z
-
-    def _map(self, z: torch.Tensor, classes: torch.Tensor | None, psi: float) -> torch.Tensor:
-        one_hot = None
-        if self.conditional:
-            one_hot = torch.nn.functional.one_hot(classes, self.num_classes).to(z.dtype)
-        return self.network.mapping(z, one_hot, psi, self.truncation_cutoff)
-
-    def to_space(self, latents: torch.Tensor, src: str, dst: str, *, truncation: float | None = None,
-                 classes: Any = None) -> torch.Tensor:
-        """z → w (ψ and cutoff applied; ``w`` is slot 0 then) → w+ (rows repeated)."""
-        self.space(src), self.space(dst)
-        if src == dst:
-            return latents
-        if src == "w" and dst == "w+":
-            return latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
-        if src == "z":
-            ids = self.class_tensor(classes, latents.shape[0])
-            ws = self._map(latents.to(self.device), ids, self.check_truncation(truncation) or 1.0)
-            return ws if dst == "w+" else ws[:, 0]
-        return super().to_space(latents, src, dst, truncation=truncation, classes=classes)
-
     def _synthesize(self, latents: torch.Tensor, space: str, classes: torch.Tensor | None,
                     truncation: float | None) -> torch.Tensor:
-        if space == "z":
-            ws = self._map(latents, classes, truncation or 1.0)
-        elif space == "w":
-            ws = latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
-        else:
-            ws = latents
-        images = self.network.synthesis(ws, self.input_transform)
-        return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # grayscale nets → RGB
+        ws = self._ws(latents, space, classes, truncation)
+        return as_rgb(self.network.synthesis(ws, self.input_transform))
 
     # ------------------------------------------------------------------ SeFa
     def sefa_space(self, layers: Sequence[int] | None) -> str:

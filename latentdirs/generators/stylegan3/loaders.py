@@ -22,18 +22,18 @@ from __future__ import annotations
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from latentdirs.errors import LatentDirsError, MissingWeightsError, NotSupportedError, WeightsMismatchError, invalid
-from latentdirs.generators.stylegan2.loaders import (_child, _flatten_record, _is_safetensors, _mapping,
-                                                     _require_default_activations)
+from latentdirs.generators.stylegan2.loaders import (_child, _converted, _flatten_record, _is_safetensors,
+                                                     _mapping, _require_default_activations)
 from latentdirs.generators.stylegan2.unpickle import (MalformedPickle, PersistentRecord, TFNetworkRecord,
                                                      restricted_load_file)
 from latentdirs.generators.stylegan3.network import InputSpec, LayerSpec, StyleGAN3Config, activation_elements
-from latentdirs.weights import describe_names, is_legacy_torch, library_reason
+from latentdirs.weights import describe_names, is_legacy_torch
 
 #: bounds on what a file may declare (the largest official nets: 1024 px, 1044-px feature maps, 1024 channels)
 MAX_LAYERS = 64
@@ -84,7 +84,8 @@ def read_stylegan3(path: str | Path) -> tuple[StyleGAN3Config, dict[str, torch.T
     g_ema = loaded["G_ema"]
     if not is_stylegan3(g_ema):
         raise _pointer_to_stylegan2(path, "an NVlabs StyleGAN2 network pickle")
-    return _converted(path, _from_nvlabs, g_ema)
+    return _converted(path, "an NVlabs StyleGAN3 pickle", _from_nvlabs, g_ema, family="StyleGAN3",
+                      allowed=f"{_SUPPORTED} with NVIDIA's layout")
 
 
 def _pointer_to_stylegan2(path: Path, found: str) -> LatentDirsError:
@@ -112,25 +113,6 @@ def is_stylegan3(g_ema: PersistentRecord) -> bool:
     synthesis = _child(g_ema, "synthesis")
     source = str(synthesis.meta.get("module_src", "")) if synthesis is not None else ""
     return _child(g_ema, "synthesis", "input") is not None or "class SynthesisInput" in source
-
-
-def _converted(path: Path, convert: Callable[[Any], Any], value: Any) -> Any:
-    """``convert(value)``, with every layout error of a hostile or damaged file as one line naming it
-    (StyleGAN2's ``_converted`` with StyleGAN3's wording)."""
-    allowed, kind = f"{_SUPPORTED} with NVIDIA's layout", "an NVlabs StyleGAN3 pickle"
-    fix = "Nothing from the file was run; the file is damaged or not a StyleGAN3 generator"
-    try:
-        return convert(value)
-    except LatentDirsError:
-        raise
-    except MalformedPickle as error:
-        raise invalid("generator", f"{path.name}: {error}", allowed, fix, cls=WeightsMismatchError) from None
-    except KeyError as error:
-        raise invalid("generator", f"{path.name}: {kind} without the entry {error}", allowed, fix,
-                      cls=WeightsMismatchError) from None
-    except (IndexError, TypeError, ValueError, AttributeError, RuntimeError, RecursionError, OverflowError) as error:
-        raise invalid("generator", f"{path.name}: {kind} whose layout is unexpected ({library_reason(error)})",
-                      allowed, fix, cls=WeightsMismatchError) from None
 
 
 # ---------------------------------------------------------------------- attribute readers
