@@ -22,11 +22,11 @@ class _InputTransformType(click.ParamType):
         if not isinstance(value, str):
             return value
         from latentdirs.errors import LatentDirsError, invalid
-        from latentdirs.generators.stylegan3 import _check_rotate, _check_translate
+        from latentdirs.generators.stylegan3 import check_rotate, check_translate
 
         items = [_number_or_text(item) for item in value.split(",")]
         try:  # the adapter decides what is valid; the message names the option and echoes the text as typed
-            return list(_check_translate(items)) if self.count == 2 else _check_rotate(items[0] if len(items) == 1
+            return list(check_translate(items)) if self.count == 2 else check_rotate(items[0] if len(items) == 1
                                                                                          else value)
         except LatentDirsError:
             flag = max(param.opts, key=len) if param is not None and param.opts else self.name

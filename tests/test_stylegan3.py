@@ -326,3 +326,20 @@ def test_network_builds_from_config_alone(t32):
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == {
         k: tuple(v.shape) for k, v in t32.network.state_dict().items()}
     assert isinstance(t32, StyleGAN3Adapter)
+
+
+def test_noise_mode_is_refused_with_the_reason(tmp_path):
+    from tests.stylegan3_fixtures import load_reference, write_stylegan3_pickle
+
+    path = write_stylegan3_pickle(load_reference("t32"), tmp_path / "t32.pkl")
+    with pytest.raises(NotSupportedError, match="noise_mode: got 'random'; allowed: none: StyleGAN3 networks have no noise"):
+        latentdirs.load_generator(f"stylegan3:{path}", device="cpu", noise_mode="random")
+
+
+def test_truncated_stylegan3_pickle_names_stylegan3(tmp_path):
+    from tests.stylegan3_fixtures import load_reference, write_stylegan3_pickle
+
+    path = write_stylegan3_pickle(load_reference("t32"), tmp_path / "t32.pkl")
+    path.write_bytes(path.read_bytes()[:-2000])
+    with pytest.raises(WeightsMismatchError, match="complete NVlabs StyleGAN3 network pickle"):
+        latentdirs.load_generator(f"stylegan3:{path}", device="cpu")

@@ -350,29 +350,35 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+#: what :func:`restricted_load` expects a file to be, by default (error messages)
+STYLEGAN2_PICKLES = "NVlabs or TensorFlow StyleGAN2 network pickle"
+
+
 def restricted_load(data: bytes, *, name: str = "network pickle") -> Any:
     """Unpickle ``data`` (the whole file ``name``) with :class:`RestrictedUnpickler`."""
     return _load(PickleSource.of_bytes(data), name)
 
 
-def restricted_load_file(path: str | Path) -> Any:
-    """Unpickle the file ``path`` with :class:`RestrictedUnpickler`, streaming it (see the module's Memory)."""
+def restricted_load_file(path: str | Path, *, expected: str = STYLEGAN2_PICKLES) -> Any:
+    """Unpickle the file ``path`` with :class:`RestrictedUnpickler`, streaming it (see the module's Memory).
+    ``expected``: what a damaged file should have been, for the error message."""
     path = Path(path)
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         descriptor = handle.fileno()
-        return _load(PickleSource(handle, size, lambda offset, length: os.pread(descriptor, length, offset)), path.name)
+        source = PickleSource(handle, size, lambda offset, length: os.pread(descriptor, length, offset))
+        return _load(source, path.name, expected)
 
 
-def _load(source: PickleSource, name: str) -> Any:
+def _load(source: PickleSource, name: str, expected: str = STYLEGAN2_PICKLES) -> Any:
     try:
         return RestrictedUnpickler(source, name=name).load()
     except WeightsMismatchError:
         raise
     except MalformedPickle as error:
-        raise invalid("generator", f"{name}: {error}", "an NVlabs or TensorFlow StyleGAN2 network pickle",
+        raise invalid("generator", f"{name}: {error}", f"an {expected}",
                       "Nothing from the file was run; the file is corrupt or crafted", cls=WeightsMismatchError) from None
     except Exception as error:  # truncated or malformed pickles raise many types
         raise invalid("generator", f"{name}: not a readable network pickle ({type(error).__name__})",
-                      "a complete NVlabs or TensorFlow StyleGAN2 network pickle",
+                      f"a complete {expected}",
                       "Nothing from the file was run; it may be truncated — download it again", cls=WeightsMismatchError) from None

@@ -94,8 +94,8 @@ class StyleGAN3Adapter(StyleSpaces, GeneratorAdapter):
         the file's stored transform (identity in released files); ``describe()`` and the load options
         record it, so files made with the view reload it.
         """
-        tx, ty = _check_translate(translate)
-        degrees = _check_rotate(rotate)
+        tx, ty = check_translate(translate)
+        degrees = check_rotate(rotate)
         view = copy.copy(self)
         view.translate, view.rotate = (tx, ty), degrees
         view.input_transform = user_transform(tx, ty, degrees).to(self.device)
@@ -140,7 +140,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
-def _check_translate(translate: Any) -> tuple[float, float]:
+def check_translate(translate: Any) -> tuple[float, float]:
     items = list(translate) if isinstance(translate, (list, tuple)) else None
     if items is None or len(items) != 2 or not all(_is_number(v) and abs(float(v)) <= 1 for v in items):
         raise invalid("translate", translate, "two finite numbers within ±1 (tx, ty in image widths)",
@@ -148,7 +148,7 @@ def _check_translate(translate: Any) -> tuple[float, float]:
     return float(items[0]), float(items[1])
 
 
-def _check_rotate(rotate: Any) -> float:
+def check_rotate(rotate: Any) -> float:
     if not _is_number(rotate):
         raise invalid("rotate", rotate, "a finite number of degrees", "e.g. rotate=15 (counter-clockwise)")
     return float(rotate)
@@ -167,9 +167,14 @@ def _check_implied_size(config: StyleGAN3Config, state: dict[str, Any], spec: st
 
 
 def load_stylegan3(argument: str | None, *, device: str | torch.device = "auto", truncation_cutoff: int | None = None,
-                   translate: Sequence[float] | None = None, rotate: float | None = None) -> StyleGAN3Adapter:
+                   translate: Sequence[float] | None = None, rotate: float | None = None,
+                   noise_mode: str | None = None) -> StyleGAN3Adapter:
     """``stylegan3:PATH`` — an NVlabs StyleGAN3 network pickle. ``translate`` / ``rotate``: render through
-    :meth:`StyleGAN3Adapter.with_input_transform` (omitted: the file's stored transform)."""
+    :meth:`StyleGAN3Adapter.with_input_transform` (omitted: the file's stored transform). ``noise_mode``
+    exists only to be refused clearly: StyleGAN3 has no noise inputs (stylegan2: takes it)."""
+    if noise_mode is not None:
+        raise invalid("noise_mode", noise_mode, "none: StyleGAN3 networks have no noise inputs (their images "
+                      "depend on the latent alone)", "Drop --gen-opt noise_mode", cls=NotSupportedError)
     config, state, source_format = read_stylegan3(Path(str(argument)))
     adapter = StyleGAN3Adapter(config, state, spec=f"stylegan3:{argument}", source_format=source_format,
                                truncation_cutoff=truncation_cutoff, device=device)

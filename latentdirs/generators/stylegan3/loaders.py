@@ -75,7 +75,7 @@ def read_stylegan3(path: str | Path) -> tuple[StyleGAN3Config, dict[str, torch.T
     if foreign:
         raise invalid("generator", f"{path.name}: {foreign}", _SUPPORTED,
                       "Its architecture differs from StyleGAN3's; nothing from the file was run", cls=NotSupportedError)
-    loaded = restricted_load_file(path)
+    loaded = restricted_load_file(path, expected="NVlabs StyleGAN3 network pickle")
     if isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[2], TFNetworkRecord):
         raise _pointer_to_stylegan2(path, "a TensorFlow StyleGAN2 pickle")
     if not (isinstance(loaded, dict) and isinstance(loaded.get("G_ema"), PersistentRecord)):
