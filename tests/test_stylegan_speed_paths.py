@@ -2,8 +2,9 @@
 
 The StyleGAN3 network synthesises large networks sample by sample (``PER_SAMPLE_ELEMENTS``), fuses the
 modulation into the weights, runs channels-last and overwrites its own intermediates when autograd
-does not need them; StyleGAN2 fuses the modulation for single samples without autograd. Each path is
-checked here against NVIDIA's recorded outputs or the batched / autograd path on real fixtures.
+does not need them; StyleGAN2 fuses the modulation for single samples without autograd and works in
+place and channels-last likewise. Each path is checked here against NVIDIA's recorded outputs or the
+batched / autograd path on real fixtures.
 """
 
 from __future__ import annotations
@@ -60,11 +61,12 @@ def test_stylegan2_fused_single_sample_equals_batched(changes, tmp_path):
     z = generator.sample(3, seed=2)
     with torch.no_grad():
         ws = generator.network.mapping(z, None)
-        batched = generator.network.synthesis(ws, noise_mode="const")           # fused, sample by sample
-        singles = torch.cat([generator.network.synthesis(ws[i:i + 1], noise_mode="const") for i in range(3)])
+        batched = generator.network.synthesis(ws, noise_mode="const")           # non-fused (batch 3)
+        singles = torch.cat([generator.network.synthesis(ws[i:i + 1], noise_mode="const")  # fused
+                             for i in range(3)])
     assert batched.abs().max() > 0.1 and batched.is_contiguous()
     assert (singles - batched).abs().max() < 1e-5
     ws_grad = ws.clone().requires_grad_(True)
-    with_grad = generator.network.synthesis(ws_grad, noise_mode="const")         # non-fused autograd path
+    with_grad = generator.network.synthesis(ws_grad, noise_mode="const")         # autograd, out of place
     with_grad.sum().backward()
     assert (with_grad.detach() - batched).abs().max() < 1e-5 and ws_grad.grad.abs().max() > 0
