@@ -57,6 +57,7 @@ from latentdirs.version import __version__
 
 if TYPE_CHECKING:
     from latentdirs.content_style import ContentStyleSplit
+    from latentdirs.distributed import Ranks
     from latentdirs.generators.base import GeneratorAdapter
 
 #: most variations per source (a grid wider than this is unreadable, and memory grows with it)
@@ -165,10 +166,8 @@ def vary(generator: GeneratorAdapter, split: ContentStyleSplit, sources: Sequenc
     Returns:
         A :class:`VaryResult` with ``images [S, V, 3, H, W]`` and the mixed latents ``[S, V, …]``.
     """
-    variations = check_count("variations", variations, 1, MAX_VARIATIONS)
-    seeds = style_seeds(seed, variations)
-    styles = tuple({"style_seed": s} for s in seeds)
-    return _run(generator, split, sources, styles, _SeedStyles(seeds), truncation=truncation, class_id=class_id,
+    styles, style = _style_columns(None, variations, seed)
+    return _run(generator, split, sources, styles, style, truncation=truncation, class_id=class_id,
                 batch_size=batch_size, reference=False)
 
 
@@ -184,8 +183,8 @@ def style_from(generator: GeneratorAdapter, split: ContentStyleSplit,
     """
     if not isinstance(reference, StyleReference):
         reference = StyleReference(seed=reference)
-    styles = ({"reference": reference.describe()},)
-    return _run(generator, split, sources, styles, _ReferenceStyle(reference), truncation=truncation,
+    styles, style = _style_columns(reference, 1, 0)
+    return _run(generator, split, sources, styles, style, truncation=truncation,
                 class_id=class_id, batch_size=batch_size, reference=True)
 
 
@@ -314,9 +313,30 @@ def _prepare(generator: GeneratorAdapter, split: ContentStyleSplit, sources: Seq
     return _Content(rows, latents, offsets, classes, truncation)
 
 
-def _batches(total_rows: int, columns: int, batch_size: int) -> Iterator[list[tuple[int, int]]]:
-    """``(row, column)`` jobs in grid order, ``batch_size`` at a time; column −1 is the source itself."""
-    jobs = [(s, v) for s in range(total_rows) for v in range(-1, columns)]
+def _style_columns(reference: StyleReference | None, variations: int,
+                   seed: int) -> tuple[tuple[dict[str, Any], ...], _Styles]:
+    """The columns' identities and where their styles come from: ``variations`` seeded styles, or the reference."""
+    if reference is not None:
+        return ({"reference": reference.describe()},), _ReferenceStyle(reference)
+    variations = check_count("variations", variations, 1, MAX_VARIATIONS)
+    seeds = style_seeds(seed, variations)
+    return tuple({"style_seed": s} for s in seeds), _SeedStyles(seeds)
+
+
+def vary_shards(count: int, columns: int, batch_size: int, max_rows: int = 16) -> list[tuple[int, int]]:
+    """The shards of a run of ``count`` sources and ``columns`` styles: ``(first row, end row)`` runs of whole
+    grid pages (``max_rows`` rows of ``columns + 1`` images) that begin where a batch of ``batch_size``
+    begins, so a shard renders in exactly the batches one process renders (and is measured alone: the
+    figures of one process and of any number of ranks are the same numbers)."""
+    per_row = columns + 1
+    starts = [row for row in range(0, count, max_rows) if row * per_row % batch_size == 0]
+    return list(zip(starts, [*starts[1:], count]))
+
+
+def _batches(start_row: int, stop_row: int, columns: int, batch_size: int) -> Iterator[list[tuple[int, int]]]:
+    """``(row, column)`` jobs of rows ``start_row … stop_row − 1`` in grid order, ``batch_size`` at a time;
+    column −1 is the source itself. ``start_row`` begins a batch (:func:`vary_shards`)."""
+    jobs = [(s, v) for s in range(start_row, stop_row) for v in range(-1, columns)]
     for start in range(0, len(jobs), batch_size):
         yield jobs[start:start + batch_size]
 
@@ -324,14 +344,47 @@ def _batches(total_rows: int, columns: int, batch_size: int) -> Iterator[list[tu
 @torch.inference_mode()
 def _run(generator: GeneratorAdapter, split: ContentStyleSplit, sources: Sequence[int] | Latents | RowSource,
          styles: tuple[dict[str, Any], ...], style: _Styles, *, truncation: float | None,
-         class_id: int | str | None, batch_size: int, reference: bool) -> VaryResult:
+         class_id: int | str | None, batch_size: int, reference: bool, max_rows: int = 16) -> VaryResult:
+    parts = _run_shards(generator, split, sources, styles, style, truncation=truncation, class_id=class_id,
+                        batch_size=batch_size, reference=reference, max_rows=max_rows)
+    return _joined([part for _, part in parts])
+
+
+@torch.inference_mode()
+def _run_shards(generator: GeneratorAdapter, split: ContentStyleSplit, sources: Sequence[int] | Latents | RowSource,
+                styles: tuple[dict[str, Any], ...], style: _Styles, *, truncation: float | None,
+                class_id: int | str | None, batch_size: int, reference: bool, max_rows: int,
+                only: Sequence[int] | None = None) -> list[tuple[int, VaryResult]]:
+    """``(first row, result of the shard's rows)`` of each :func:`vary_shards` shard (those numbered ``only``,
+    or all). The content latents are mapped for every row at once (one process's batch) on every rank."""
     batch_size = check_count("batch_size", batch_size, 1)
     content = _prepare(generator, split, sources, truncation, class_id)
     style.check(generator, split)
     count, columns = len(content.rows), len(styles)
+    style_images = style.images(generator, split, columns, content.classes, content.truncation).float().cpu()
+    plan = vary_shards(count, columns, batch_size, max_rows)
+    return [(plan[n][0], _render_shard(generator, split, content, style, styles, style_images, plan[n],
+                                       batch_size=batch_size, reference=reference))
+            for n in (range(len(plan)) if only is None else only)]
+
+
+def _joined(parts: list[VaryResult]) -> VaryResult:
+    """The results of consecutive shards as one (rows in order)."""
+    first = parts[0]
+    return VaryResult(torch.cat([p.sources for p in parts]), torch.cat([p.images for p in parts]),
+                      torch.cat([p.latents for p in parts]), first.space, first.style_images, first.styles,
+                      tuple(k for p in parts for k in p.rows), tuple(r for p in parts for r in p.per_source))
+
+
+def _render_shard(generator: GeneratorAdapter, split: ContentStyleSplit, content: _Content, style: _Styles,
+                  styles: tuple[dict[str, Any], ...], style_images: torch.Tensor, shard: tuple[int, int], *,
+                  batch_size: int, reference: bool) -> VaryResult:
+    """Rows ``shard[0] … shard[1] − 1`` rendered in one process's batches, and measured."""
+    first, stop = shard
+    columns = len(styles)
     rendered: dict[tuple[int, int], torch.Tensor] = {}
     mixed: dict[tuple[int, int], torch.Tensor] = {}
-    for batch in _batches(count, columns, batch_size):
+    for batch in _batches(first, stop, columns, batch_size):
         rows = [s for s, _ in batch]
         classes = None if content.classes is None else content.classes[rows]
         base = content.latents[rows]
@@ -349,13 +402,16 @@ def _run(generator: GeneratorAdapter, split: ContentStyleSplit, sources: Sequenc
             rendered[job] = images[k]
             if job[1] >= 0:
                 mixed[job] = latents[k].cpu()
-    source_images = torch.stack([rendered[(s, -1)] for s in range(count)])
-    images = torch.stack([torch.stack([rendered[(s, v)] for v in range(columns)]) for s in range(count)])
-    latents = torch.stack([torch.stack([mixed[(s, v)] for v in range(columns)]) for s in range(count)])
-    style_images = style.images(generator, split, columns, content.classes, content.truncation).float().cpu()
-    per_source = measure(generator, split, source_images, images, style_images, content=content, mixed=latents,
+    own = range(first, stop)
+    source_images = torch.stack([rendered[(s, -1)] for s in own])
+    images = torch.stack([torch.stack([rendered[(s, v)] for v in range(columns)]) for s in own])
+    latents = torch.stack([torch.stack([mixed[(s, v)] for v in range(columns)]) for s in own])
+    part = _Content(content.rows, content.latents[first:stop],
+                    None if content.offsets is None else content.offsets[first:stop],
+                    None if content.classes is None else content.classes[first:stop], content.truncation)
+    per_source = measure(generator, split, source_images, images, style_images, content=part, mixed=latents,
                          reference=reference)
-    keys = tuple(content.rows.key(s) for s in range(count))
+    keys = tuple(content.rows.key(s) for s in own)
     return VaryResult(source_images, images, latents, split.space, style_images, styles, keys, per_source)
 
 
@@ -542,7 +598,7 @@ def write_vary(generator: GeneratorAdapter, split: ContentStyleSplit, sources: S
                out_dir: str | Path, *, variations: int = 8, seed: int = 0,
                reference: StyleReference | int | None = None,
                truncation: float | None = None, class_id: int | str | None = None, batch_size: int = 32,
-               split_path: str | Path | None = None, max_rows: int = 16) -> dict[str, Any]:
+               split_path: str | Path | None = None, max_rows: int = 16, ranks: Ranks | None = None) -> dict[str, Any]:
     """Render :func:`vary` (or, with ``reference``, :func:`style_from`) into ``out_dir``; return the manifest.
 
     Files: ``grid.png`` (``grid_p{page}.png`` beyond ``max_rows`` sources) — rows = sources, first
@@ -552,6 +608,9 @@ def write_vary(generator: GeneratorAdapter, split: ContentStyleSplit, sources: S
     style seed or reference, the measurements, and the ``latentdirs vary`` command that writes the same
     bytes. All or nothing (:class:`~latentdirs.atomic.StagedDirectory`); no input file is overwritten
     or removed.
+
+    ``ranks`` (a launched run, :func:`latentdirs.distributed.setup`; every rank calls this with the same
+    arguments): the same files, byte for byte, whatever the number of ranks (:func:`_write_sharded`).
     """
     out_dir = check_writable_directory(out_dir, param="out")
     rows = _row_source(sources)
@@ -565,12 +624,13 @@ def write_vary(generator: GeneratorAdapter, split: ContentStyleSplit, sources: S
     names = ["manifest.json", *([] if split_path is not None else [SPLIT_NAME])]
     for name in names:
         check_not_an_input(out_dir / name, inputs, param="out")
-    if reference is not None:
-        result = style_from(generator, split, rows, reference, truncation=truncation, class_id=class_id,
-                            batch_size=batch_size)
-    else:
-        result = vary(generator, split, rows, variations=columns, seed=seed, truncation=truncation,
-                      class_id=class_id, batch_size=batch_size)
+    styles, style = _style_columns(reference, columns, seed)
+    common = dict(truncation=truncation, class_id=class_id, batch_size=batch_size, reference=reference is not None,
+                  max_rows=max_rows)
+    if ranks is not None:
+        return _write_sharded(generator, split, rows, out_dir, ranks, styles, style, common, reference=reference,
+                              seed=seed, split_path=split_path, inputs=inputs)
+    result = _run(generator, split, rows, styles, style, **common)
     pages = _pages(result, rows, reference, generator, split, max_rows)
     for name, _ in pages:
         check_not_an_input(out_dir / name, inputs, param="out")
@@ -598,6 +658,102 @@ def write_vary(generator: GeneratorAdapter, split: ContentStyleSplit, sources: S
     return manifest
 
 
+@dataclass(frozen=True)
+class _Summary:
+    """What the manifest needs of a sharded run's :class:`VaryResult`: the columns, and the rows' keys and figures."""
+
+    styles: tuple[dict[str, Any], ...]
+    rows: tuple[dict[str, Any], ...]
+    per_source: tuple[dict[str, Any], ...]
+
+    @property
+    def measurements(self) -> dict[str, Any]:
+        return summarise(self.per_source)
+
+
+def _write_sharded(generator: GeneratorAdapter, split: ContentStyleSplit, rows: RowSource, out_dir: Path,
+                   ranks: Ranks, styles: tuple[dict[str, Any], ...], style: _Styles, common: dict[str, Any], *,
+                   reference: StyleReference | None, seed: int, split_path: str | Path | None,
+                   inputs: list[Path]) -> dict[str, Any]:
+    """:func:`write_vary` on every rank of a launched run; the manifest, on every rank.
+
+    The rows are cut into :func:`vary_shards` (whole grid pages starting on a batch boundary), dealt
+    round-robin (:func:`latentdirs.distributed.assign`: more ranks than shards is refused); each rank
+    renders, measures and writes its shards' pages into one staging folder named by the run, journalling
+    each shard (files with size and sha256, rows, figures). Rank 0 then writes the split file (when it was
+    computed) and the manifest, and commits. A rerun of an interrupted run renders only the shards whose
+    journalled pages are missing or differ.
+    """
+    from latentdirs.distributed import Journal, ResumableStaging, assign, run_key
+    from latentdirs.render import listed_files  # with the grid writer (PIL): not at library import
+
+    max_rows, batch_size = common["max_rows"], check_count("batch_size", common["batch_size"], 1)
+    shards = vary_shards(len(rows), len(styles), batch_size, max_rows)
+    mine = assign(len(shards), ranks, what=f"shards (runs of whole {max_rows}-source grid pages that begin where a "
+                  f"{batch_size}-image batch begins)", fix="Launch fewer processes, or give more sources")
+    key = run_key({"schema": MANIFEST_SCHEMA, "version": __version__, "generator": generator.describe(),
+                   "split": hashlib.sha256(split.to_bytes()).hexdigest(), "sources": rows.describe(),
+                   "styles": list(styles), "common": {k: v for k, v in common.items() if k != "reference"},
+                   "seed": seed, "out": str(out_dir.resolve()), "split_path": None if split_path is None else str(
+                       Path(split_path).resolve())})
+
+    def expected(number: int) -> dict[str, Any] | None:
+        return {"rows": list(shards[number])} if 0 <= number < len(shards) else None
+
+    def prepare() -> tuple[list[str], dict[int, Any]]:
+        staging = ResumableStaging(out_dir, key)
+        finished = Journal(staging.path, 0).finished(expected)
+        return listed_files(out_dir, MANIFEST_SCHEMA, _OWN_FILE), {n: d for n, d in finished.items() if _trusted(d)}
+
+    stale_before, finished = ranks.on_main(prepare)
+    staging = ResumableStaging(out_dir, key, create=False)
+    journal = Journal(staging.path, ranks.rank)
+    todo = [number for number in mine if number not in finished]
+    made: dict[int, dict[str, Any]] = {}
+    parts = _run_shards(generator, split, rows, styles, style, only=todo, **common) if todo else []
+    for number, (first, part) in zip(todo, parts):
+        pages = _pages(part, rows, reference, generator, split, max_rows, first)
+        for name, _ in pages:
+            check_not_an_input(out_dir / name, inputs, param="out")
+        data = {"grid": [_write_page(staging.path, name, page) for name, page in pages], "rows": list(part.rows),
+                "per_source": list(part.per_source)}
+        journal.record(number, expected(number), [r["file"] for r in data["grid"]], data)  # type: ignore[arg-type]
+        made[number] = data
+    gathered = ranks.gather(made)
+
+    def finish() -> dict[str, Any]:
+        done = dict(finished)
+        for part in gathered or []:
+            done.update(part)
+        if sorted(done) != list(range(len(shards))):
+            raise RuntimeError(f"sharded vary: shards {sorted(set(range(len(shards))) - set(done))} were not rendered")
+        records = [record for n in range(len(shards)) for record in done[n]["grid"]]  # one process's order
+        if split_path is None:
+            split.save(staging.path / SPLIT_NAME)
+            records.append({"file": SPLIT_NAME, "kind": "split"})
+        summary = _Summary(styles, tuple(k for n in range(len(shards)) for k in done[n]["rows"]),
+                           tuple(r for n in range(len(shards)) for r in done[n]["per_source"]))
+        manifest = _manifest(generator, split, rows, summary, records, reference=reference, seed=seed,
+                             truncation=common["truncation"], class_id=common["class_id"], batch_size=batch_size,
+                             max_rows=max_rows, split_path=Path(split_path) if split_path is not None
+                             else out_dir / SPLIT_NAME, out_dir=out_dir)
+        written = [record["file"] for record in records]
+        protected = {str(Path(p).resolve()) for p in inputs}
+        stale = [name for name in stale_before
+                 if name not in written and str((out_dir / name).resolve()) not in protected]
+        staging.commit(written, "manifest.json", json.dumps(manifest, indent=1), stale=sorted(stale))
+        return manifest
+
+    return ranks.on_main(finish)
+
+
+def _trusted(data: Any) -> bool:
+    """A journal entry looks like this module's own (its page names, rows and figures), so a rerun may reuse it."""
+    return (isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("grid", "rows", "per_source"))
+            and all(isinstance(r, dict) and isinstance(r.get("file"), str) and _OWN_FILE.fullmatch(r["file"])
+                    for r in data["grid"]))
+
+
 def _inputs(rows: RowSource, reference: StyleReference | None, split_path: str | Path | None) -> list[Path]:
     """The files a run reads (never overwritten nor removed as stale)."""
     inputs = [] if split_path is None else [Path(split_path)]
@@ -609,9 +765,10 @@ def _inputs(rows: RowSource, reference: StyleReference | None, split_path: str |
 
 
 def _pages(result: VaryResult, rows: RowSource, reference: StyleReference | None, generator: GeneratorAdapter,
-           split: ContentStyleSplit, max_rows: int) -> list[tuple[str, Any]]:
+           split: ContentStyleSplit, max_rows: int, first: int = 0) -> list[tuple[str, Any]]:
     """The composed grid pages ``(file name, (Grid, first row, end row))``: rows = sources, columns = the
-    source, then the styles (for a reference: the styled source, then the reference)."""
+    source, then the styles (for a reference: the styled source, then the reference). ``result`` holds
+    rows ``first …`` (a shard: ``first`` is a multiple of ``max_rows``) of the run's ``len(rows)``."""
     from latentdirs.images import compose_grid, to_uint8  # PIL: imported when a grid is made, not with the library
 
     count, columns = result.images.shape[:2]
@@ -627,13 +784,14 @@ def _pages(result: VaryResult, rows: RowSource, reference: StyleReference | None
     scale = tile_scale(generator.resolution)
     tiles = to_uint8(images.flatten(0, 1)).repeat(scale, axis=1).repeat(scale, axis=2)
     block = tiles.reshape(count, images.shape[1], *tiles.shape[1:])
-    page_count = -(-count // max_rows)
+    page_count = -(-len(rows) // max_rows)  # the run's pages: a page's name does not depend on the shard
     pages = []
-    for page in range(page_count):
+    for page in range(-(-count // max_rows)):
         start, stop = page * max_rows, min(count, (page + 1) * max_rows)
         grid = compose_grid(np.ascontiguousarray(block[start:stop]), column_labels=labels, title=title,
-                            row_labels=[rows.label(s) for s in range(start, stop)])
-        pages.append(("grid.png" if page_count == 1 else f"grid_p{page}.png", (grid, start, stop)))
+                            row_labels=[rows.label(first + s) for s in range(start, stop)])
+        number = first // max_rows + page
+        pages.append(("grid.png" if page_count == 1 else f"grid_p{number}.png", (grid, first + start, first + stop)))
     return pages
 
 
@@ -658,13 +816,13 @@ def _write_page(folder: Path, name: str, page: tuple[Any, int, int]) -> dict[str
     return {"file": name, "kind": "grid", "rows": list(range(start, stop))}
 
 
-def _manifest(generator: GeneratorAdapter, split: ContentStyleSplit, rows: RowSource, result: VaryResult,
+def _manifest(generator: GeneratorAdapter, split: ContentStyleSplit, rows: RowSource, result: VaryResult | _Summary,
               records: list[dict[str, Any]], *, reference: StyleReference | None, seed: int,
               truncation: float | None, class_id: int | str | None, batch_size: int, max_rows: int,
               split_path: Path, out_dir: Path) -> dict[str, Any]:
     """The manifest: what was rendered, how to render any image again, and the command that writes the same files."""
     resolved_class = None if isinstance(rows, LatentRows) else generator.resolve_class(class_id)
-    command = _command(generator, rows, reference, seed=seed, variations=result.images.shape[1],
+    command = _command(generator, rows, reference, seed=seed, variations=len(result.styles),
                        truncation=truncation, class_id=resolved_class, batch_size=batch_size,
                        split_path=split_path, out_dir=out_dir)
     row_classes = rows.classes if isinstance(rows, LatentRows) else None
@@ -727,4 +885,4 @@ def _command(generator: GeneratorAdapter, rows: RowSource, reference: StyleRefer
 
 __all__ = ["MANIFEST_SCHEMA", "MAX_VARIATIONS", "StyleReference", "VaryResult", "edge_map",
            "edge_similarity", "measure", "mix", "parse_reference", "parse_sources", "style_from", "style_seeds",
-           "summarise", "vary", "write_vary"]
+           "summarise", "vary", "vary_shards", "write_vary"]
