@@ -52,7 +52,11 @@ def vary_command(sources_text: str, generator_spec: str | None, variations: int 
       latentdirs vary 0-3 -g shapes-stylegan2 --content-layers 0-3 -o out/vary-sg2
       latentdirs vary me.safetensors --style-from 7 -o out/me-style
       latentdirs vary 0-3 -g dcgan-faces --split out/vary/split.safetensors --style-from me.safetensors:0 -o out/s
+
+    Under torchrun (torchrun --nproc-per-node N -m latentdirs.cli vary …) the ranks share the grid pages
+    and write the same files, byte for byte, as one process (docs/scale.md).
     """
+    from latentdirs import distributed
     from latentdirs.atomic import check_writable_directory
     from latentdirs.content_style import ContentStyleSplit, content_style_split
     from latentdirs.registry import generator_from_record
@@ -63,17 +67,28 @@ def vary_command(sources_text: str, generator_spec: str | None, variations: int 
         raise click.UsageError("--split and --content-layers/--style-dims exclude each other: the file's split is used")
     if style_from_text is not None and variations is not None:
         raise click.UsageError("--style-from renders one style per source; drop --variations")
-    check_writable_directory(out, param="--out")  # a bad output path fails before the generator loads
+    ranks = distributed.setup(device)  # None unless launched by torchrun; then each rank's own device
+    if ranks is None or ranks.is_main:  # one probe: ranks writing the same probe file would race
+        check_writable_directory(out, param="--out")  # a bad output path fails before the generator loads
     sources = parse_sources(sources_text)
     loaded = ContentStyleSplit.load(split_path) if split_path is not None else None  # checked against -g below
     record = _recorded_generator(sources, loaded)
     generator = generator_from_record(record, spec=generator_spec or (None if record else "dcgan-faces"),
-                                      options=dict(generator_options), device=device)
+                                      options=dict(generator_options), device=device if ranks is None else ranks.device)
     reference = parse_reference(style_from_text) if style_from_text is not None else None
-    chosen = loaded or content_style_split(generator, content_layers=content_layers, style_dims=style_dims)
+
+    def computed() -> Any:
+        return content_style_split(generator, content_layers=content_layers, style_dims=style_dims)
+
+    # one split for every rank: rank 0 computes it (as one process would) and the others receive it
+    chosen = loaded or (computed() if ranks is None else ranks.on_main(computed))
     manifest = write_vary(generator, chosen, sources, out, variations=8 if variations is None else variations,
                           seed=seed, reference=reference, truncation=truncation, class_id=class_name,
-                          batch_size=batch_size, split_path=split_path)
+                          batch_size=batch_size, split_path=split_path, ranks=ranks)
+    if ranks is not None:
+        distributed.teardown()
+        if not ranks.is_main:  # rank 0 alone reports the run
+            return
     if as_json:
         click.echo(json.dumps({key: manifest[key] for key in ("measurements", "per_source", "split")}, indent=1))
         return
