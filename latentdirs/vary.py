@@ -666,10 +666,6 @@ class _Summary:
     rows: tuple[dict[str, Any], ...]
     per_source: tuple[dict[str, Any], ...]
 
-    @property
-    def measurements(self) -> dict[str, Any]:
-        return summarise(self.per_source)
-
 
 def _write_sharded(generator: GeneratorAdapter, split: ContentStyleSplit, rows: RowSource, out_dir: Path,
                    ranks: Ranks, styles: tuple[dict[str, Any], ...], style: _Styles, common: dict[str, Any], *,
@@ -843,7 +839,7 @@ def _manifest(generator: GeneratorAdapter, split: ContentStyleSplit, rows: RowSo
         "seed": seed,
         "truncation": None if isinstance(rows, LatentRows) else generator.check_truncation(truncation),
         "output": {"max_rows": max_rows, "batch_size": batch_size, "tile_scale": tile_scale(generator.resolution)},
-        "measurements": result.measurements,
+        "measurements": summarise(result.per_source),
         "per_source": list(result.per_source),
         "how_to_reproduce": (
             "content = the row's latent (generator.sample_seeds([seed], truncation=truncation) for seed rows; "
