@@ -316,7 +316,9 @@ class SynthesisInput(nn.Module):
         channels = spec.channels
         self.weight = nn.Parameter(torch.zeros(channels, channels))
         self.affine = FullyConnected(w_dim, 4)
-        self.register_buffer("transform", torch.eye(3))
+        # the file's transform replaces it (identity in released files); zeros, not eye: on the meta device
+        # of weights.build_with_state any op beyond randn/zeros/ones/empty/full imports torch._dynamo (~2 s, 70 MiB)
+        self.register_buffer("transform", torch.zeros(3, 3))
         self.register_buffer("freqs", torch.zeros(channels, 2))
         self.register_buffer("phases", torch.zeros(channels))
 
