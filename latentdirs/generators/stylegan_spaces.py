@@ -11,6 +11,9 @@ from typing import Any
 
 import torch
 
+from latentdirs.errors import NotSupportedError, invalid
+from latentdirs.generators.base import LatentSpace
+
 
 class StyleSpaces:
     """Spaces ``z`` ``[N, z_dim]``, ``w`` ``[N, w_dim]`` and ``w+`` ``[N, num_ws, w_dim]`` of a StyleGAN."""
@@ -47,6 +50,21 @@ class StyleSpaces:
         if space == "w":
             return latents.unsqueeze(1).repeat(1, self.config.num_ws, 1)
         return latents
+
+
+def check_family_options(config: Any, spec: str, truncation_cutoff: Any) -> list[LatentSpace]:
+    """Refuse what neither StyleGAN adapter renders (other than 1 or 3 channels) and a bad
+    ``truncation_cutoff``; returns the spaces z, w, w+ of ``config`` (``z_dim``, ``w_dim``, ``num_ws``,
+    ``img_channels``)."""
+    if config.img_channels not in (1, 3):
+        raise NotSupportedError(f"generator: {spec} renders {config.img_channels}-channel images; "
+                                "supported: RGB (3) and grayscale (1, shown as RGB)")
+    if truncation_cutoff is not None and not (isinstance(truncation_cutoff, int) and not isinstance(
+            truncation_cutoff, bool) and 0 <= truncation_cutoff <= config.num_ws):
+        raise invalid("truncation_cutoff", truncation_cutoff,
+                      f"None (truncate every w) or an integer 0-{config.num_ws}: how many leading W+ rows ψ shrinks")
+    return [LatentSpace("z", config.z_dim), LatentSpace("w", config.w_dim),
+            LatentSpace("w+", config.w_dim, config.num_ws)]
 
 
 def as_rgb(images: torch.Tensor) -> torch.Tensor:

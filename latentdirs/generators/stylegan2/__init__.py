@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import torch
 
-from latentdirs.errors import NotSupportedError, WeightsMismatchError, invalid
-from latentdirs.generators.base import GeneratorAdapter, LatentSpace
-from latentdirs.generators.stylegan_spaces import StyleSpaces, as_rgb
+from latentdirs.errors import WeightsMismatchError, invalid
+from latentdirs.generators.base import GeneratorAdapter
+from latentdirs.generators.stylegan_spaces import StyleSpaces, as_rgb, check_family_options
 from latentdirs.generators.stylegan2.loaders import read_checkpoint
 from latentdirs.generators.stylegan2.network import (NOISE_MODES, StyleGAN2Config, StyleGAN2Generator,
                                                    parameter_count)
@@ -42,9 +42,7 @@ class StyleGAN2Adapter(StyleSpaces, GeneratorAdapter):
                  device: str | torch.device = "auto") -> None:
         if noise_mode not in NOISE_MODES:
             raise invalid("noise_mode", noise_mode, ", ".join(NOISE_MODES))
-        if config.img_channels not in (1, 3):
-            raise NotSupportedError(f"generator: {spec} renders {config.img_channels}-channel images; "
-                                    "supported: RGB (3) and grayscale (1, shown as RGB)")
+        spaces = check_family_options(config, spec, truncation_cutoff)
         _check_implied_size(config, state, spec)
         # built on the meta device and given the file's tensors themselves: one copy of the weights
         network = build_with_state(lambda: StyleGAN2Generator(config), state, param="generator", source=spec,
@@ -52,14 +50,8 @@ class StyleGAN2Adapter(StyleSpaces, GeneratorAdapter):
                                    fix="The file is damaged or was edited; use the original network file")
         self.config = config
         self.source_format = source_format
-        if truncation_cutoff is not None and not (isinstance(truncation_cutoff, int)
-                                                  and 0 <= truncation_cutoff <= config.num_ws):
-            raise invalid("truncation_cutoff", truncation_cutoff,
-                          f"None (truncate every w) or an integer 0-{config.num_ws}: how many leading W+ rows ψ shrinks")
         self.noise_mode = noise_mode
         self.truncation_cutoff = truncation_cutoff
-        spaces = [LatentSpace("z", config.z_dim), LatentSpace("w", config.w_dim),
-                  LatentSpace("w+", config.w_dim, config.num_ws)]
         super().__init__(spec=spec, network=network, spaces=spaces, resolution=config.img_resolution,
                          class_names=[str(i) for i in range(config.c_dim)], device=device)
         if torch.isnan(self.network.mapping.w_avg).any():

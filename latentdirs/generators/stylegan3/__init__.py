@@ -34,8 +34,8 @@ from typing import Any, Sequence
 import torch
 
 from latentdirs.errors import NotSupportedError, WeightsMismatchError, invalid
-from latentdirs.generators.base import GeneratorAdapter, LatentSpace
-from latentdirs.generators.stylegan_spaces import StyleSpaces, as_rgb
+from latentdirs.generators.base import GeneratorAdapter
+from latentdirs.generators.stylegan_spaces import StyleSpaces, as_rgb, check_family_options
 from latentdirs.generators.stylegan3.loaders import read_stylegan3
 from latentdirs.generators.stylegan3.network import StyleGAN3Config, StyleGAN3Generator, parameter_count
 from latentdirs.weights import build_with_state
@@ -48,18 +48,12 @@ class StyleGAN3Adapter(StyleSpaces, GeneratorAdapter):
 
     def __init__(self, config: StyleGAN3Config, state: dict[str, torch.Tensor], *, spec: str, source_format: str,
                  truncation_cutoff: int | None = None, device: str | torch.device = "auto") -> None:
-        if config.img_channels not in (1, 3):
-            raise NotSupportedError(f"generator: {spec} renders {config.img_channels}-channel images; "
-                                    "supported: RGB (3) and grayscale (1, shown as RGB)")
+        spaces = check_family_options(config, spec, truncation_cutoff)
         _check_implied_size(config, state, spec)
         # built on the meta device and given the file's tensors themselves: one copy of the weights
         network = build_with_state(lambda: StyleGAN3Generator(config), state, param="generator", source=spec,
                                    what="the StyleGAN3 generator its module attributes describe",
                                    fix="The file is damaged or was edited; use the original network file")
-        if truncation_cutoff is not None and not (isinstance(truncation_cutoff, int) and not isinstance(
-                truncation_cutoff, bool) and 0 <= truncation_cutoff <= config.num_ws):
-            raise invalid("truncation_cutoff", truncation_cutoff,
-                          f"None (truncate every w) or an integer 0-{config.num_ws}: how many leading W+ rows ψ shrinks")
         self.config = config
         self.source_format = source_format
         self.truncation_cutoff = truncation_cutoff
@@ -67,8 +61,6 @@ class StyleGAN3Adapter(StyleSpaces, GeneratorAdapter):
         self.input_transform: torch.Tensor | None = None
         self.translate: tuple[float, float] | None = None
         self.rotate: float | None = None
-        spaces = [LatentSpace("z", config.z_dim), LatentSpace("w", config.w_dim),
-                  LatentSpace("w+", config.w_dim, config.num_ws)]
         super().__init__(spec=spec, network=network, spaces=spaces, resolution=config.img_resolution,
                          class_names=[str(i) for i in range(config.c_dim)], device=device)
 
