@@ -84,7 +84,7 @@ def _resume_worker(rank: int, port: int, folder: str) -> None:
                       LOCAL_RANK=str(rank), SOURCE_DATE_EPOCH="1700000000")
     torch.set_num_threads(1)
     import latentdirs
-    module = importlib.import_module("latentdirs.vary")  # the package's ``vary`` is the function
+    module = importlib.import_module("latentdirs.vary.files")  # where the pages are written
     from latentdirs import distributed
 
     ranks = distributed.setup("cpu")
