@@ -59,8 +59,8 @@ class StyleGAN3Adapter(StyleSpaces, GeneratorAdapter):
         self.truncation_cutoff = truncation_cutoff
         #: the user transform renders use ([3, 3], NVIDIA's inverse convention), None = the stored buffer
         self.input_transform: torch.Tensor | None = None
-        self.translate: tuple[float, float] | None = None
-        self.rotate: float | None = None
+        #: ``{"translate": [tx, ty], "rotate": degrees}`` of a view, None for the file's own transform
+        self.geometry: dict[str, Any] | None = None
         super().__init__(spec=spec, network=network, spaces=spaces, resolution=config.img_resolution,
                          class_names=[str(i) for i in range(config.c_dim)], device=device)
 
@@ -69,8 +69,7 @@ class StyleGAN3Adapter(StyleSpaces, GeneratorAdapter):
         described.update(source_format=self.source_format, truncation_cutoff=self.truncation_cutoff,
                          config=self.config.variant, conv_clamp=self.config.conv_clamp,
                          fp16_layers=[layer.name for layer in self.config.layers if layer.use_fp16],
-                         input_transform=None if self.translate is None else
-                         {"translate": list(self.translate), "rotate": self.rotate})
+                         input_transform=None if self.geometry is None else dict(self.geometry))
         return described
 
     # ------------------------------------------------------------------ geometric edits
@@ -89,9 +88,9 @@ class StyleGAN3Adapter(StyleSpaces, GeneratorAdapter):
         tx, ty = check_translate(translate)
         degrees = check_rotate(rotate)
         view = copy.copy(self)
-        view.translate, view.rotate = (tx, ty), degrees
+        view.geometry = {"translate": [tx, ty], "rotate": degrees}
         view.input_transform = user_transform(tx, ty, degrees).to(self.device)
-        view.load_options = {**self.load_options, "translate": [tx, ty], "rotate": degrees}
+        view.load_options = {**self.load_options, **view.geometry}
         return view
 
     # ------------------------------------------------------------------ spaces
