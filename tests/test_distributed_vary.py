@@ -111,6 +111,7 @@ def _resume_worker(rank: int, port: int, folder: str) -> None:
     module._write_page = counted
     write_vary(synthetic, split, list(range(36)), Path(folder) / "out", **arguments)
     (Path(folder) / f"rank{rank}.json").write_text(json.dumps(written))
+    ranks.barrier()  # leave together: gloo aborts ("terminate called …") when a peer has already gone at destroy
     distributed.teardown()
 
 
