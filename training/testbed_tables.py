@@ -2,7 +2,7 @@
 
     nice -n 19 .venv/bin/python -m training.testbed_tables --generator shapes-dcgan --out out/testbed
 
-For the generator (one that reads its factors: ``shapes-dcgan``, later ``shapes-stylegan2``) it
+For the generator (one that reads its factors: ``shapes-dcgan`` or ``shapes-stylegan2``) it
 discovers direction files afresh — SeFa, a short OroJaR run, Plumerault's calibrated regression for
 shift-x, shift-y and zoom, and a random orthonormal basis as the floor — so new weights give new
 tables; ``--reuse`` keeps files already in ``OUT/dirs`` that were made on the same weights
@@ -12,12 +12,23 @@ file the achieved against the requested amount over ±25 % (``--amounts``) on ``
 by registration and by the factor reader. The known answer on ``synthetic`` (its true directions, SeFa
 and a random basis) comes first. Every table is written as markdown into ``OUT`` (``tables.md`` holds
 them all, with the date and the weights' fingerprint) and printed.
+
+On a generator with a ``w`` space (``shapes-stylegan2``) the methods that take a space search ``w``, the
+space a user edits (OroJaR, InterFaceGAN; GANSpace and SeFa do by default: SeFa writes ``w+`` on every
+row, the same edit as ``w``), the floor is a random basis in ``w`` and a second one in ``z`` (for the
+regressions, which invert in ``z`` only), and each matrix is taken in its file's own space and rows.
+``--layer-ranges`` (default: one range per synthesis resolution, read off the projection layers' names)
+then adds, for each range of ``w+`` rows, the matrices of SeFa's and the random floor's directions
+applied to those rows only, and of SeFa factorised on those rows alone.
+
+    nice -n 5 .venv/bin/python -m training.testbed_tables --generator shapes-stylegan2 --out out/testbed-sg2
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +43,14 @@ from latentdirs.evaluation.factors import effect_matrix
 from latentdirs.evaluation.report import factor_matrix_markdown
 from latentdirs.evaluation.vp import random_basis
 from latentdirs.generators.base import GeneratorAdapter
+from latentdirs.latents import along_layers
 from latentdirs.measure import measure_calibration_by, probe_amounts
 from latentdirs.registry import load_generator
+from latentdirs.specs import parse_index_spec
 
 TRANSFORMS = ("shift-x", "shift-y", "zoom")
+#: the image side the shift errors are reported at (the issue's goal: < 1.5 px at 64 px)
+GOAL_SIDE = 64
 
 
 #: the factors InterFaceGAN fits a boundary for (the position, size, colour and background ones)
@@ -61,20 +76,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grids", type=Path, default=None,
                         help="also write each regression direction's edit grid (8 seeds, latent steps) here")
+    parser.add_argument("--layer-ranges", default="auto",
+                        help="w+ row ranges of the per-range matrices, e.g. '0-2,3-4,5-7'; 'auto': one per "
+                             "synthesis resolution; 'none': skip (generators without w+ always skip)")
     return parser.parse_args(argv)
+
+
+def edit_space(generator: GeneratorAdapter) -> str:
+    """The space a user edits and the searched methods are run in: ``w`` where there is one, else the default."""
+    return "w" if "w" in generator.spaces else generator.default_space
+
+
+def layer_ranges(generator: GeneratorAdapter, text: str) -> list[list[int]]:
+    """Ranges of ``w+`` rows from ``--layer-ranges`` (``[]`` for a generator without ``w+``, or ``none``).
+
+    ``auto`` groups the rows by the resolution of the layer each feeds, read off the projection layers'
+    names (``b16.conv0`` → 16 px; StyleGAN2 slot ``i`` is read by projection layer ``i``)."""
+    if "w+" not in generator.spaces or text == "none":
+        return []
+    rows = generator.space("w+").num_layers
+    if text != "auto":
+        return [parse_index_spec(item, param="--layer-ranges", upper=rows) for item in text.split(",")]
+    groups: dict[int, list[int]] = {}
+    for index, name in enumerate(generator.projection_layers[:rows]):
+        found = re.match(r"b(\d+)\.", name)
+        if found is None:  # not NVlabs block naming: one range per row rather than a guess
+            return [[i] for i in range(rows)]
+        groups.setdefault(int(found.group(1)), []).append(index)
+    return list(groups.values())
+
+
+def range_name(rows: list[int]) -> str:
+    return f"{rows[0]}-{rows[-1]}" if len(rows) > 1 else str(rows[0])
 
 
 def direction_files(generator: GeneratorAdapter, args: argparse.Namespace) -> dict[str, Path]:
     """Discover (or, with ``--reuse``, keep) every method's file; ``{name: path}`` in table order."""
     folder = args.out / "dirs"
     folder.mkdir(parents=True, exist_ok=True)
+    space = edit_space(generator)
+    # z-only generators keep the options they always ran with (same files, same tables)
+    searched = {} if space == generator.default_space else {"space": space}
     runs: dict[str, tuple[str, dict[str, Any]]] = {
         "sefa": ("sefa", {"num_directions": args.top}),
-        "orojar": ("orojar", {"num_directions": args.top, "steps": args.orojar_steps, "batch_size": 8, "seed": 0}),
+        "orojar": ("orojar", {"num_directions": args.top, "steps": args.orojar_steps, "batch_size": 8, "seed": 0,
+                              **searched}),
         "ganspace": ("ganspace", {"num_directions": args.top, "samples": args.ganspace_samples, "seed": 0}),
         # one supervised boundary per factor the reader measures continuously, labels from the reader itself
         **{f"interfacegan-{f}": ("interfacegan", {"attribute": f"factor:{f}", "samples": args.interfacegan_samples,
-                                                  "seed": 0}) for f in INTERFACEGAN_FACTORS},
+                                                  "seed": 0, **searched}) for f in INTERFACEGAN_FACTORS},
         **{f"regression-{t}": ("regression", {"transform": t, "samples": args.regression_samples,
                                               "iterations": args.regression_iterations,
                                               "recalibrate": args.regression_recalibrate, "seed": 0})
@@ -88,10 +138,14 @@ def direction_files(generator: GeneratorAdapter, args: argparse.Namespace) -> di
             discover(generator, method, **options).save(path)
             print(f"[{name}: discovered in {time.perf_counter() - started:.0f} s]", flush=True)
         paths[name] = path
-    random = folder / f"{generator.spec}-random.safetensors"
-    Directions.from_method(random_basis(args.top, generator.z_dim, seed=1), None, generator=generator,
-                           method="random", options={"seed": 1}, space="z", seed=1).save(random)
-    paths["random"] = random
+    # the floor in the space the searched methods use; where that is not z, a second one in z for the regressions
+    floors = {"random": space, **({"random-z": "z"} if space != "z" else {})}
+    for name, floor_space in floors.items():
+        random = folder / f"{generator.spec}-{name}.safetensors"
+        Directions.from_method(random_basis(args.top, generator.space(floor_space).dim, seed=1), None,
+                               generator=generator, method="random", options={"seed": 1}, space=floor_space,
+                               seed=1).save(random)
+        paths[name] = random
     return paths
 
 
@@ -102,8 +156,11 @@ def _same_weights(path: Path, generator: GeneratorAdapter) -> bool:
 
 
 def matrix_section(title: str, generator: GeneratorAdapter, vectors: torch.Tensor, labels: list[str],
-                   args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    result = effect_matrix(generator, vectors, samples=args.samples, step=args.step, seed=0)
+                   args: argparse.Namespace, *, space: str = "z",
+                   layers: list[int] | None = None) -> tuple[str, dict[str, Any]]:
+    """The effect matrix of ``vectors [K, D]`` in ``space`` (moved on w+ ``layers`` only, all when None)."""
+    result = effect_matrix(generator, vectors, samples=args.samples, step=args.step, seed=0, space=space,
+                           layers=layers)
     result["labels"] = labels
     return "\n".join([f"### {title}", "", *factor_matrix_markdown(result), ""]), result
 
@@ -121,6 +178,48 @@ def summary_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def range_sections(generator: GeneratorAdapter, paths: dict[str, Path], ranges: list[list[int]],
+                   args: argparse.Namespace) -> list[str]:
+    """Per range of w+ rows: SeFa's (all-row) directions and the random floor moved on those rows only, and
+    SeFa factorised on those rows alone; a table of each factor's largest entry, then the full matrices."""
+    sefa = Directions.load(paths["sefa"], generator=generator)
+    random = Directions.load(paths["random"], generator=generator)
+    count = min(args.top, len(sefa))
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    matrices = []
+    for chosen in ranges:
+        span = range_name(chosen)
+        local = discover(generator, "sefa", num_directions=min(args.top, generator.space("w+").dim), layers=chosen)
+        if args.grids is not None:  # what the range's first SeFa direction does, on these rows only
+            vector_grid(generator, local.vectors[0], args.grids / f"testbed-{generator.spec}-sefa-rows-{span}-grid.png",
+                        title=f"{generator.spec}: SeFa d0 of w+ rows {span}, moved on those rows", space="w+",
+                        layers=chosen, seeds=6, steps=(-4.0, -2.0, 0.0, 2.0, 4.0))
+        entries = [("sefa (all rows' directions)", sefa.vectors[:count]),
+                   ("sefa on these rows", local.vectors),
+                   ("random", random.vectors[:count])]
+        for title, vectors in entries:
+            text, result = matrix_section(f"w+ rows {span}: {title}", generator, vectors,
+                                          [f"d{i}" for i in range(len(vectors))], args, space="w+", layers=chosen)
+            matrices.append(text)
+            rows.append((span, title, result))
+    names = rows[0][2]["factors"]
+    lines = ["| w+ rows | file | " + " | ".join(names) + " | mass | modularity | MIG-style gap |",
+             "|---" * (len(names) + 5) + "|"]
+    for span, title, result in rows:
+        matrix = torch.tensor(result["matrix"])
+        largest = matrix.max(dim=0).values.tolist()
+        lines.append(f"| {span} | {title} | " + " | ".join(f"{v:.3f}" for v in largest)
+                     + f" | {sum(result['mass']):.2f} | {result['modularity']:.3f} | {result['mig']:.3f} |")
+    header = [f"## {generator.spec}: per range of w+ rows\n",
+              f"Each direction moved on the listed w+ rows only (unit step ±{args.step:g} on each of them), "
+              f"{args.samples} latents of w+. Rows of the projection layers: "
+              + ", ".join(f"{i} {name}" for i, name in enumerate(generator.projection_layers)) + ". "
+              "Entries of the first table: each factor's *largest* entry over the file's directions (how far the "
+              "best direction of these rows moves it, in data spreads per unit step); mass = total over the "
+              "matrix.\n", "\n".join(lines) + "\n"]
+    return header + matrices
+
+
 def calibration_section(name: str, generator: GeneratorAdapter, path: Path, args: argparse.Namespace,
                         amounts: list[float] | None = None) -> str:
     """Requested against achieved for one calibrated file, by registration and by the factor reader, on
@@ -130,14 +229,18 @@ def calibration_section(name: str, generator: GeneratorAdapter, path: Path, args
     amounts = [float(a) for a in args.amounts.split(",")] if amounts is None else amounts
     seeds = list(range(args.seeds))
     tables = measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=True)
-    side = generator.resolution
+    # shifts in pixels of a 64 px image whatever the output size (px at 64 px = fraction × 64): the issue's
+    # 1.5 px goal is stated at 64 px, and shapes-stylegan2 draws 32 px
+    side = GOAL_SIDE
     shift = calibration["transform"].startswith("shift")
     unit = f"px at {side} px" if shift else "% of the scale"
     factor = side if shift else 100.0
     low, high = calibration["range"]
     lines = [f"### {name}: requested against achieved ({calibration['units']})", "",
              f"Calibrated range [{low:+.3f}, {high:+.3f}]; {len(seeds)} seeds; requests beyond a seed's range "
-             "are clamped to it (counted) and their error counted against the request.", "",
+             "are clamped to it (counted) and their error counted against the request."
+             + (f" Images are {generator.resolution} px; pixels are given at {side} px (fraction × {side})."
+                if shift and generator.resolution != side else ""), "",
              "| requested | clamped | registration mean ± std | error (" + unit + ") | factor reader mean ± std "
              "| error (" + unit + ") |", "|---|---|---|---|---|---|"]
     for reg, read in zip(tables["registration"], tables["factors"]):
@@ -158,14 +261,27 @@ def edit_grid(generator: GeneratorAdapter, path: Path, out: Path, *, seeds: int 
               steps: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)) -> Path:
     """Seeds 0 … ``seeds``−1 (rows) moved by latent steps along the file's unit direction (columns):
     what the direction does, whatever its calibrated range."""
+    directions = Directions.load(path, generator=generator)
+    return vector_grid(generator, directions.vectors[0], out, title=path.stem, space=directions.space,
+                       layers=directions.layers, seeds=seeds, steps=steps)
+
+
+def vector_grid(generator: GeneratorAdapter, vector: torch.Tensor, out: Path, *, title: str, space: str = "z",
+                layers: list[int] | None = None, seeds: int = 8,
+                steps: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)) -> Path:
+    """Seeds 0 … ``seeds``−1 (rows) moved by ``steps`` along ``vector [D]`` of ``space`` (on w+ ``layers``
+    only, all when None); images below 64 px are enlarged ×2 (nearest) so the grid can be read."""
     from latentdirs.images import compose_grid, save_image, to_uint8
 
-    vector = Directions.load(path, generator=generator).vectors[0]
-    latents = generator.sample_seeds(list(range(seeds)))
+    latents = generator.sample_seeds(list(range(seeds)), space=space)
+    zoom = 2 if generator.resolution < 64 else 1
+    tiles = []
     with torch.no_grad():
-        tiles = [to_uint8(generator.synthesize(latents + a * vector.to(latents))) for a in steps]
+        for a in steps:
+            images = generator.synthesize(latents + along_layers(a * vector.to(latents), latents, layers), space=space)
+            tiles.append(to_uint8(torch.nn.functional.interpolate(images, scale_factor=zoom, mode="nearest")))
     grid = compose_grid(np.stack(tiles, axis=1), row_labels=[f"seed {s}" for s in range(seeds)],
-                        column_labels=[f"{a:+g}" for a in steps], title=path.stem)
+                        column_labels=[f"{a:+g}" for a in steps], title=title)
     return save_image(grid.image(), out)
 
 
@@ -197,15 +313,21 @@ def main(argv: list[str] | None = None) -> None:
                 f"Entries: mean |change| of each factor per unit step along the direction, in the factor's data "
                 f"spreads (σ over the renderer's scenes), read by the factor reader from {args.samples} latents "
                 f"moved by ±{args.step:g}; first {args.top} directions of each file.\n"]
+    layered = generator.default_space != edit_space(generator)  # name each file's space where spaces differ
     for name, path in paths.items():
         directions = Directions.load(path, generator=generator)
         count = min(args.top, len(directions))
-        text, result = matrix_section(name, generator, directions.vectors[:count],
-                                      [directions.label_of(i) for i in range(count)], args)
+        shown = f"{name} [{directions.space}]" if layered else name
+        text, result = matrix_section(shown, generator, directions.vectors[:count],
+                                      [directions.label_of(i) for i in range(count)], args,
+                                      space=directions.space, layers=directions.layers)
         matrices.append(text)
-        rows.append((name, result))
-    sections += [f"## {generator.spec}: summary\n", summary_table(rows), *matrices,
-                 f"## {generator.spec}: calibrated shifts (Plumerault regression)\n"]
+        rows.append((shown, result))
+    sections += [f"## {generator.spec}: summary\n", summary_table(rows), *matrices]
+    ranges = layer_ranges(generator, args.layer_ranges)
+    if ranges:
+        sections += range_sections(generator, paths, ranges, args)
+    sections.append(f"## {generator.spec}: calibrated shifts (Plumerault regression)\n")
     for transform in TRANSFORMS:
         name = f"regression-{transform}"
         text = calibration_section(name, generator, paths[name], args)
