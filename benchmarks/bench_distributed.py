@@ -1,6 +1,7 @@
 """Sharded edits (issue 19): images/s of one process against two ranks on this machine.
 
-Run: ``.venv/bin/python -m benchmarks.bench_distributed`` (about a minute on 2 quiet CPU cores).
+Run: ``.venv/bin/python -m benchmarks.bench_distributed`` (a few minutes on 2 quiet CPU cores;
+``--only-vary``: a minute and a half).
 
 Prints, each measured in this run on dcgan-faces (64×64), grids + strips + manifest written:
 * the render phase (``render_edits`` / ``render_edits_sharded`` from call to return, generator already
@@ -10,7 +11,11 @@ Prints, each measured in this run on dcgan-faces (64×64), grids + strips + mani
   ``torchrun --nproc-per-node 2 -m latentdirs.cli edit`` (once each);
 * evaluate's VP pair rendering (``--evaluate-pairs``, 3 renders a pair: unedited, file, random floor):
   one process against 1 and 2 ranks of 1 thread, with the time of the images' gather to rank 0 alone
-  (``--only-evaluate``: just these).
+  (``--only-evaluate``: just these);
+* ``latentdirs vary`` (``write_vary`` from call to return: render, figures, grid pages, manifest; best of
+  ``--repeat``) of ``--vary-sources`` seeds × (1 + ``--vary-variations``) images, from a content/style
+  split measured once beforehand and read from its file (its measurement is timed apart): one process with
+  1 and 2 threads, 1 and 2 ranks of 1 thread (``--only-vary``: just these).
 """
 
 from __future__ import annotations
@@ -188,6 +193,96 @@ def evaluate_phase(world: int, pairs: int, repeat: int) -> dict[str, float]:
         return json.loads(result.read_text())
 
 
+#: Jacobians the benchmark's split measures (the default, 64, takes a minute here; the rendering timed after
+#: it does not depend on how well the split was measured)
+VARY_SPLIT_SAMPLES = 16
+
+
+def vary_split(folder: Path) -> tuple[Path, float]:
+    """dcgan-faces' content/style split measured once (1 thread, :data:`VARY_SPLIT_SAMPLES` samples) and saved
+    in ``folder``: its path and the seconds its measurement took."""
+    from latentdirs.content_style import content_style_split
+
+    torch.set_num_threads(1)
+    faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+    started = time.perf_counter()
+    split = content_style_split(faces, samples=VARY_SPLIT_SAMPLES)
+    seconds = time.perf_counter() - started
+    return split.save(folder / "split.safetensors"), seconds
+
+
+def _timed_vary(faces: GeneratorAdapter, split_path: Path, out: Path, sources: int, variations: int, batch: int,
+                ranks=None) -> float:
+    """Seconds of one ``write_vary`` into ``out`` (the split read from ``split_path``, not timed)."""
+    from latentdirs.content_style import ContentStyleSplit
+    from latentdirs.vary import write_vary
+
+    split = ContentStyleSplit.load(split_path, faces)
+    if ranks is not None:
+        ranks.barrier()
+    started = time.perf_counter()
+    write_vary(faces, split, list(range(sources)), out, variations=variations, batch_size=batch, split_path=split_path,
+               ranks=ranks)
+    if ranks is not None:
+        ranks.barrier()  # the slowest rank's time
+    return time.perf_counter() - started
+
+
+def _vary_rank(rank: int, world: int, port: int, split_path: str, sources: int, variations: int, batch: int,
+               repeat: int, result: str) -> None:
+    """One spawned rank: best time of ``repeat`` sharded ``write_vary`` runs, written by rank 0."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from latentdirs import distributed
+
+    ranks = distributed.setup("cpu")
+    faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+    folder = Path(split_path).parent  # every rank writes into the same output directories
+    best = min(_timed_vary(faces, Path(split_path), folder / f"vary-{world}-{attempt}", sources, variations, batch,
+                           ranks) for attempt in range(repeat))
+    if ranks.is_main:
+        Path(result).write_text(json.dumps(best))
+    ranks.barrier()  # leave together, as the tests' workers do: no rank destroys the group mid-collective
+    distributed.teardown()
+
+
+def vary_phase(world: int, split_path: Path, sources: int, variations: int, batch: int, repeat: int,
+               threads: int = 1) -> float:
+    """Best seconds of ``write_vary``: in this process with ``threads`` threads (``world`` 0), or over ``world``
+    spawned ranks of 1 thread."""
+    import torch.multiprocessing as mp
+
+    if world == 0:
+        torch.set_num_threads(threads)
+        faces = latentdirs.load_generator("dcgan-faces", device="cpu")
+        with tempfile.TemporaryDirectory() as out:
+            return min(_timed_vary(faces, split_path, Path(out) / f"run{attempt}", sources, variations, batch)
+                       for attempt in range(repeat))
+    result = split_path.parent / f"best-{world}.json"
+    mp.spawn(_vary_rank, args=(world, _free_port(), str(split_path), sources, variations, batch, repeat, str(result)),
+             nprocs=world)
+    return float(json.loads(result.read_text()))
+
+
+def vary_figures(sources: int, variations: int, batch: int, repeat: int) -> None:
+    """Measure and print the vary table."""
+    total = sources * (variations + 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        split_path, split_seconds = vary_split(Path(scratch))
+        phases = {"1 process, 1 thread": vary_phase(0, split_path, sources, variations, batch, repeat, 1),
+                  "1 process, 2 threads": vary_phase(0, split_path, sources, variations, batch, repeat, 2),
+                  "1 rank (sharded path), 1 thread": vary_phase(1, split_path, sources, variations, batch, repeat),
+                  "2 ranks, 1 thread each": vary_phase(2, split_path, sources, variations, batch, repeat)}
+    base = phases["1 process, 1 thread"]
+    pages = -(-sources // 16)
+    report(f"vary, dcgan-faces, {sources} sources x {variations + 1} = {total} images, batch {batch}, {pages} pages "
+           f"(best of {repeat}; the split, {VARY_SPLIT_SAMPLES} samples, measured once beforehand: "
+           f"{split_seconds:.1f} s)",
+           [(name, f"{total / seconds:.0f} img/s ({base / seconds:.2f}x, {seconds:.2f} s)")
+            for name, seconds in phases.items()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=32)
@@ -196,8 +291,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--evaluate-pairs", type=int, default=1024, help="VP pairs of the evaluate figures")
     parser.add_argument("--only-evaluate", action="store_true", help="Measure evaluate's rendering only")
+    parser.add_argument("--vary-sources", type=int, default=64, help="seeds of the vary figures")
+    parser.add_argument("--vary-variations", type=int, default=7, help="variations per source of the vary figures")
+    parser.add_argument("--only-vary", action="store_true", help="Measure vary only")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    if args.only_vary:
+        vary_figures(args.vary_sources, args.vary_variations, args.batch_size, args.repeat)
+        print(f"load average {os.getloadavg()[0]:.1f} at the end (other jobs share this machine)")
+        return
     pairs = args.evaluate_pairs
     figures = {name: evaluate_phase(world, pairs, args.repeat) for name, world in
                (("1 process, 1 thread", 0), ("1 rank, 1 thread", 1), ("2 ranks, 1 thread each", 2))}
@@ -218,6 +320,7 @@ def main() -> None:
     commands = whole_commands(args.seeds, args.indices, args.batch_size)
     report(f"whole command, {total} images (process start and generator load included, once each)",
            [(name, f"{seconds:.1f} s ({total / seconds:.0f} img/s)") for name, seconds in commands.items()])
+    vary_figures(args.vary_sources, args.vary_variations, args.batch_size, args.repeat)
     print(f"load average {os.getloadavg()[0]:.1f} at the end (other jobs share this machine)")
 
 

@@ -69,9 +69,12 @@ def check_writable_directory(directory: str | Path, *, param: str = "out") -> Pa
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise OutputError(f"{param}: {str(directory)!r} exists and is not a directory; choose a directory path")
-    with atomic_path(directory / ".write-probe") as probe:
+    # a name of this call's own: processes probing one directory at once (the ranks of a launched run)
+    # must not remove each other's probe
+    name = directory / f".write-probe-{os.getpid()}-{os.urandom(4).hex()}"
+    with atomic_path(name) as probe:
         probe.write_bytes(b"")
-    (directory / ".write-probe").unlink()
+    name.unlink()
     return directory
 
 

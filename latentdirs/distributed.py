@@ -189,6 +189,24 @@ def check_one_kind(kinds: list[str]) -> None:
                       "Give every process the same --device (auto picks each rank's GPU from LOCAL_RANK)")
 
 
+def _import_dynamo_first() -> None:
+    """Import ``torch._dynamo`` before the process group exists (about a second per rank).
+
+    Why: imported later — the content/style split's Jacobians (forward-mode AD) import it on first use —
+    it keeps 10 references to the default group (measured with ``sys.getrefcount``), so
+    :func:`teardown` cannot free the group and its gloo threads outlive it; one that releases a collective's
+    tensors during interpreter shutdown needs the GIL there and aborts the process ("terminate called without
+    an active exception", seen on rank 0 of ``torchrun … vary`` about one run in eight). Imported first, it
+    holds nothing of the group, and teardown joins the threads.
+    """
+    import importlib
+
+    try:
+        importlib.import_module("torch._dynamo")  # for its side effect only
+    except Exception:  # noqa: BLE001 - a torch build without dynamo: nothing to hold the group either
+        pass
+
+
 def setup(device: str | torch.device = "auto") -> Ranks | None:
     """Join the launched run (the process group, gloo) and pick this rank's device; None when not launched.
 
@@ -203,6 +221,7 @@ def setup(device: str | torch.device = "auto") -> Ranks | None:
     if not 0 <= rank < world_size:
         raise invalid("RANK", rank, f"0-{world_size - 1} (WORLD_SIZE is {world_size})")
     if not dist.is_initialized():
+        _import_dynamo_first()
         dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=TIMEOUT)
     try:
         chosen: torch.device | None = rank_device(device, local_rank)
@@ -222,7 +241,8 @@ def setup(device: str | torch.device = "auto") -> Ranks | None:
 
 
 def teardown() -> None:
-    """Leave the process group (if joined); safe to call always."""
+    """Leave the process group (if joined); safe to call always. The group is freed here, its gloo threads
+    joined (see :func:`_import_dynamo_first` for what kept it alive until interpreter shutdown)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

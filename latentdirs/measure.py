@@ -9,7 +9,7 @@ the best three. Batched over pairs and candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,16 +18,23 @@ from latentdirs.transforms import gaussian_blur, get_transform
 
 if TYPE_CHECKING:  # only annotations: measure is imported by the modules that hold these types
     from latentdirs.directions import Directions
+    from latentdirs.distributed import Ranks
+    from latentdirs.edit import EditBatch
     from latentdirs.generators.base import GeneratorAdapter
+    from latentdirs.plan import EditPlan
 
 
 def measure_amounts(sources: torch.Tensor, edited: torch.Tensor, transform: str, *, low: float, high: float,
-                    steps: int = 81, sigma: float | None = None) -> torch.Tensor:
+                    steps: int = 81, sigma: float | None = None, ranks: Ranks | None = None) -> torch.Tensor:
     """Achieved amounts ``[N]`` between ``sources`` and ``edited`` ``[N, C, H, W]`` (in [-1, 1]).
 
     ``low``…``high`` bound the search (in the transform's units); ``sigma`` is the blur in pixels
-    (default: 1.5 px per 64 px of width).
+    (default: 1.5 px per 64 px of width). ``ranks`` (torchrun; every rank passes the same images): the
+    chunks the images are registered in are dealt to the ranks and every rank returns all ``N`` amounts,
+    each chunk computed exactly as one process computes it, so the amounts are the one-process ones.
     """
+    from latentdirs.evaluation.sharing import share
+
     if sources.shape != edited.shape or sources.dim() != 4:
         raise invalid("images", f"{tuple(sources.shape)} and {tuple(edited.shape)}", "two [N, C, H, W] batches")
     if not high > low or steps < 3:
@@ -36,8 +43,14 @@ def measure_amounts(sources: torch.Tensor, edited: torch.Tensor, transform: str,
     # every image is compared with `steps` transformed copies of its source: chunk the images so that the
     # copies stay near 2**24 values per tensor (64 MiB), whatever the resolution and the batch
     chunk = max(1, (1 << 24) // (steps * sources[0].numel()))
-    return torch.cat([_register(sources[i:i + chunk], edited[i:i + chunk], transform, low=low, high=high,
-                                steps=steps, sigma=sigma) for i in range(0, sources.shape[0], chunk)])
+
+    def register(unit: int) -> torch.Tensor:  # the chunk's amounts (on the CPU when they travel between ranks)
+        rows = slice(unit * chunk, (unit + 1) * chunk)
+        amounts = _register(sources[rows], edited[rows], transform, low=low, high=high, steps=steps, sigma=sigma)
+        return amounts if ranks is None else amounts.cpu()
+
+    parts = share(-(-sources.shape[0] // chunk), register, ranks)
+    return torch.cat(parts).to(sources.device) if parts else torch.empty(0, dtype=sources.dtype, device=sources.device)
 
 
 def _register(sources: torch.Tensor, edited: torch.Tensor, transform: str, *, low: float, high: float, steps: int,
@@ -130,16 +143,16 @@ def probe_amounts(calibration: dict) -> list[float] | None:
 
 def measure_calibration(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int], amounts: list[float],
                         clamp: bool = False, batch_size: int = 32, by: str = "registration",
-                        class_id: int | str | None = None) -> list[AccuracyRow]:
+                        class_id: int | str | None = None, ranks: Ranks | None = None) -> list[AccuracyRow]:
     """For a calibrated direction file: request each amount on each seed and measure what was achieved,
     ``by`` registration or by the generator's factor reader (``"factors"``, :func:`read_amounts`).
     ``class_id``: the class a conditional generator renders (default: the class the file was calibrated
-    on, else class 0).
+    on, else class 0). ``ranks`` (torchrun): shared by the ranks, see :func:`measure_calibration_by`.
 
     Returns one :class:`AccuracyRow` per requested amount (mean and spread over the seeds).
     """
     return measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp,
-                                  batch_size=batch_size, ways=(by,), class_id=class_id)[by]
+                                  batch_size=batch_size, ways=(by,), class_id=class_id, ranks=ranks)[by]
 
 
 def calibrated_class(generator: GeneratorAdapter, directions: Directions, class_id: int | str | None) -> int | None:
@@ -153,11 +166,17 @@ def calibrated_class(generator: GeneratorAdapter, directions: Directions, class_
 def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int],
                            amounts: list[float], clamp: bool = False, batch_size: int = 32,
                            ways: tuple[str, ...] = MEASURES, class_id: int | str | None = None,
-                           ) -> dict[str, list[AccuracyRow]]:
+                           ranks: Ranks | None = None) -> dict[str, list[AccuracyRow]]:
     """:func:`measure_calibration` for several ways of measuring the same edits (rendered once):
-    ``{way: rows}`` for each of ``ways`` (:data:`MEASURES`)."""
-    from latentdirs.edit import traverse
+    ``{way: rows}`` for each of ``ways`` (:data:`MEASURES`).
 
+    The unedited sources (one image per seed) and the edits (seed-major, each seed's amounts in order)
+    are rendered in batches of ``batch_size``, as :func:`~latentdirs.edit.traverse` renders them.
+    ``ranks`` (torchrun; every rank calls this alike): those batches, then the registration's chunks
+    (:func:`measure_amounts`), are dealt round-robin to the ranks and their results exchanged, so every
+    rank returns the one-process rows (docs/scale.md, "Evaluate"); the factor reader reads every image
+    on every rank (it is cheap).
+    """
     bad = [way for way in ways if way not in MEASURES]
     if bad or not ways:
         raise invalid("by", list(ways), " or ".join(map(repr, MEASURES)))
@@ -170,13 +189,14 @@ def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, 
                       "measures)", "measure it by registration")
     classes = calibrated_class(generator, directions, class_id)
     with torch.no_grad():
-        sources = torch.cat([batch.images for batch in traverse(
-            generator, directions, seeds=seeds, indices=[0], alphas=[0.0], classes=classes,
-            batch_size=batch_size)])
+        sources = torch.cat([batch.images for batch in render_batches(
+            generator, directions, _plan(generator, directions, seeds=seeds, indices=[0], alphas=[0.0],
+                                         classes=classes), batch_size, ranks)])
         if "factors" in ways:  # a generator that reads nothing is refused before the edits are rendered
             read_amounts(generator, sources[:1], sources[:1], transform)
-        edits = list(traverse(generator, directions, seeds=seeds, indices=[0], amounts=amounts,
-                              clamp_amounts=clamp, classes=classes, batch_size=batch_size))
+        edits = render_batches(generator, directions, _plan(generator, directions, seeds=seeds, indices=[0],
+                                                            amounts=amounts, clamp_amounts=clamp, classes=classes),
+                               batch_size, ranks)
     images = torch.cat([b.images for b in edits])
     items = [item for b in edits for item in b.items]
     position = {seed: k for k, seed in enumerate(seeds)}
@@ -188,11 +208,42 @@ def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, 
     for way in ways:
         if way == "registration":
             span = max(abs(a) for a in amounts) * 1.5 + 1e-3
-            measured = measure_amounts(source_rows, images, transform, low=-span, high=span, steps=121)
+            measured = measure_amounts(source_rows, images, transform, low=-span, high=span, steps=121, ranks=ranks)
         else:
             measured = read_amounts(generator, source_rows, images, transform)
         tables[way] = accuracy_table(requested, measured.cpu(), seed_of, was_clamped)
     return tables
+
+
+def _plan(generator: GeneratorAdapter, directions: Directions, **options: Any) -> EditPlan:
+    """:meth:`EditPlan.build` (imported on use, like this module's other editing imports)."""
+    from latentdirs.plan import EditPlan
+
+    return EditPlan.build(generator, directions, **options)
+
+
+def render_batches(generator: GeneratorAdapter, directions: Directions, plan: EditPlan, batch_size: int,
+                   ranks: Ranks | None = None) -> list[EditBatch]:
+    """``list(traverse(generator, directions, plan, batch_size=batch_size))``: the plan's images, float32
+    ``[B, 3, H, W]`` in [-1, 1] on the CPU, in batches of ``batch_size``. Under ``ranks`` each batch is
+    rendered by one rank (round-robin), exactly as one process renders it, and every rank gets them all
+    (a small plan: the batches travel to every rank)."""
+    from latentdirs.evaluation.sharing import share
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:  # as traverse refuses
+        raise invalid("batch_size", batch_size, "an integer ≥ 1")
+    jobs = list(plan.jobs())
+    return share(-(-len(jobs) // batch_size),
+                 lambda unit: render_batch(generator, directions, plan, jobs, batch_size, unit), ranks)
+
+
+def render_batch(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
+                 jobs: list[tuple[int, int | None, int, float]], batch_size: int, unit: int) -> EditBatch:
+    """Batch ``unit`` of a checked plan's ``jobs``: the ``unit``-th batch :func:`~latentdirs.edit.traverse` yields."""
+    from latentdirs.edit import render_jobs
+
+    batch = jobs[unit * batch_size:(unit + 1) * batch_size]
+    return next(iter(render_jobs(generator, directions, plan, batch, batch_size)))
 
 
 def plot_accuracy(rows: list[AccuracyRow], path, *, title: str, units: str) -> None:

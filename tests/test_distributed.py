@@ -108,6 +108,16 @@ def test_not_launched_is_one_process_and_devices_follow_the_local_rank(monkeypat
     assert distributed.rank_device("cpu", 1) == torch.device("cpu")
 
 
+def test_tensor_collectives_use_nccl_on_gpus_and_gloo_on_the_cpu():
+    from latentdirs.distributed import Ranks
+
+    def backend(device: torch.device) -> str:
+        return Ranks(rank=0, world_size=2, local_rank=0, device=device).tensor_backend
+
+    assert backend(torch.device("cuda", 0)) == "nccl" and backend(torch.device("cuda", 1)) == "nccl"
+    assert backend(torch.device("cpu")) == "gloo"
+
+
 # ---------------------------------------------------------------------- two processes
 def _torchrun(arguments: list[str], port: int) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

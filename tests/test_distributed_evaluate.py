@@ -51,13 +51,32 @@ def files(tmp_path_factory, synthetic, calibrated):
             str(latentdirs.discover(shapes, "sefa", num_directions=3).save(folder / "shapes.safetensors"))]
 
 
+def _count_calls(module, names: list[str]) -> dict[str, int]:
+    """Count the calls of ``module``'s functions ``names`` (the real functions still run)."""
+    counts = dict.fromkeys(names, 0)
+
+    def counting(name: str):
+        original = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            return original(*args, **kwargs)
+        return counted
+
+    for name in names:
+        setattr(module, name, counting(name))
+    return counts
+
+
 def _worker(rank: int, port: int, folder: str, paths: list[str]) -> None:
-    """One rank: the sharded VP images (rank 0 saves them), then the sharded evaluate of ``paths``."""
+    """One rank: the sharded VP images (rank 0 saves them), then the sharded evaluate of ``paths``, counting
+    the calibration's batches and registration chunks this rank computed."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from latentdirs import distributed
+    from latentdirs import distributed, measure
 
+    calibration_work = _count_calls(measure, ["render_batch", "_register"])
     ranks = distributed.setup("cpu")
     faces = latentdirs.load_generator("dcgan-faces", device=ranks.device)
     vectors = Directions.load(FACES).vectors[:3]
@@ -67,6 +86,7 @@ def _worker(rank: int, port: int, folder: str, paths: list[str]) -> None:
     report = {"images_on_this_rank": images is not None}
     results = evaluate(paths, device="cpu", ranks=ranks, **FAST)
     report["results"] = _without_seconds(results)
+    report["calibration_work"] = calibration_work
     report["gathered"] = ranks.gather(rank)  # the ranks are still in step after every phase
     (Path(folder) / f"rank{rank}.json").write_text(json.dumps(report))
     distributed.teardown()
@@ -107,6 +127,10 @@ def test_sharded_evaluate_gives_the_one_process_json_on_every_rank(files, two_ra
     assert len(item["shift.safetensors"]["calibration"]) == 5 and not single["errors"]
     assert [r["results"] for r in reports] == [expected, expected]
     assert reports[0]["gathered"] == [0, 1]
+    # the calibration was shared: 16 sources in 1 batch of 32 (rank 0) and 80 edits in 3 batches (0, 2 / 1);
+    # 80 images of 64 px registered in chunks of 11, so 8 chunks (4 / 4)
+    assert [r["calibration_work"] for r in reports] == [{"render_batch": 3, "_register": 4},
+                                                        {"render_batch": 1, "_register": 4}]
 
 
 @pytest.mark.slow

@@ -44,6 +44,27 @@ def test_more_ranks_than_shards_is_refused_before_rendering(synthetic, tmp_path)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_only_rank_0_probes_the_output_directory(synthetic, tmp_path, monkeypatch):
+    import importlib
+
+    files = importlib.import_module("latentdirs.vary.files")  # `latentdirs.vary` is also the function's name
+
+    probed: list[str] = []
+    original = files.check_writable_directory
+
+    def recorded(directory, **options):  # the real probe still runs
+        probed.append(str(directory))
+        return original(directory, **options)
+
+    monkeypatch.setattr(files, "check_writable_directory", recorded)
+    split = content_style_split(synthetic, samples=8)
+    ranks = Ranks(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    # no process group here: rank 1 stops at its first collective, having probed nothing
+    with pytest.raises((RuntimeError, ValueError), match="process group"):
+        write_vary(synthetic, split, list(range(20)), tmp_path / "out", variations=3, batch_size=8, ranks=ranks)
+    assert probed == []
+
+
 @pytest.mark.slow
 def test_torchrun_vary_writes_the_bytes_one_process_writes(cli_runner, tmp_path, monkeypatch):
     from tests.conftest import invoke
@@ -111,7 +132,7 @@ def _resume_worker(rank: int, port: int, folder: str) -> None:
     module._write_page = counted
     write_vary(synthetic, split, list(range(36)), Path(folder) / "out", **arguments)
     (Path(folder) / f"rank{rank}.json").write_text(json.dumps(written))
-    ranks.barrier()  # leave together: gloo aborts ("terminate called …") when a peer has already gone at destroy
+    ranks.barrier()  # leave together: no rank destroys the group while its peer may still be in a collective
     distributed.teardown()
 
 
@@ -133,3 +154,49 @@ def test_interrupted_sharded_vary_resumes_to_the_one_process_bytes(synthetic, tm
     assert sorted(resumed) == sorted(reference) and len(reference) == 5
     for name, data in reference.items():
         assert resumed[name] == data, name
+
+
+def _gloo_threads() -> list[str]:
+    """The names of this process's threads that belong to a gloo process group (Linux: /proc)."""
+    import os
+    from pathlib import Path
+
+    names = [(Path("/proc/self/task") / task / "comm").read_text().strip() for task in os.listdir("/proc/self/task")]
+    return sorted(name for name in names if "gloo" in name)
+
+
+def _leave_worker(rank: int, port: int, folder: str) -> None:
+    """One rank: rank 0 measures a split (as ``latentdirs vary`` does under torchrun), then both leave; the gloo
+    threads each rank still has after :func:`~latentdirs.distributed.teardown` are saved."""
+    import json
+    import os
+    from pathlib import Path
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import latentdirs
+    from latentdirs import distributed
+
+    ranks = distributed.setup("cpu")
+    before = _gloo_threads()
+    if ranks.is_main:  # its Jacobians (forward-mode AD) import torch._dynamo on first use
+        content_style_split(latentdirs.load_generator("synthetic", device="cpu"), samples=2)
+    ranks.barrier()
+    distributed.teardown()
+    (Path(folder) / f"rank{rank}.json").write_text(json.dumps({"before": before, "after": _gloo_threads()}))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="thread names are read from /proc")
+def test_teardown_frees_the_group_after_a_split_was_measured(tmp_path):
+    # a group that outlives teardown keeps its gloo threads into interpreter shutdown, where one releasing a
+    # collective's tensors aborts the process ("terminate called without an active exception")
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_leave_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert all(report["before"] for report in reports)  # the group's threads were there, and are named so
+    assert [report["after"] for report in reports] == [[], []]

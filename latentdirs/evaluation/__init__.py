@@ -88,9 +88,10 @@ def evaluate_directions(generator: GeneratorAdapter, directions: Directions, *, 
         # what happens at the edge of what was measured
         amounts = probe_amounts(calibration)
         if amounts is not None:
-            # a few batches: measured on rank 0 under torchrun, the rows broadcast
-            rows = on_main(lambda: measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts,
-                                                       clamp=True, class_id=common["class_id"]), ranks)
+            # under torchrun the ranks share its batches and its registration chunks (most of its time), and
+            # every rank ends with the one-process rows
+            rows = measure_calibration(generator, directions, seeds=list(range(16)), amounts=amounts, clamp=True,
+                                       class_id=common["class_id"], ranks=ranks)
             result["calibration"] = [row.__dict__ for row in rows]
             result["calibration_units"] = calibration.get("units", "")
     return result

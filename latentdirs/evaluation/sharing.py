@@ -1,11 +1,12 @@
 """Evaluation's rendering under ``torchrun``: whole units of work dealt to the ranks, results in order.
 
 A *unit* is one batch of rendering exactly as one process renders it (a batch of VP pairs, one
-direction's profile or factor-matrix row), so every image is computed with the same batch neighbours as
-in one process; only the unit's results travel (CPU tensors or floats, through the default gloo
-group's object collectives), and they are put back in unit order. Work that is not rendering — the VP
-classifier's training, the calibration re-measurement — runs on rank 0 and its result is broadcast, so
-every rank ends with the one-process result (docs/scale.md, "Evaluate").
+direction's profile or factor-matrix row, one batch of the calibration's edits or one chunk of their
+registration), so every image is computed with the same batch neighbours as in one process; only the
+unit's results travel (CPU tensors or floats, through the default gloo group's object collectives), and
+they are put back in unit order. Work that is not shared — the VP classifier's training, the
+content/style figures — runs on rank 0 and its result is broadcast, so every rank ends with the
+one-process result (docs/scale.md, "Evaluate").
 """
 
 from __future__ import annotations

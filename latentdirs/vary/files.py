@@ -84,7 +84,8 @@ def write_vary(generator: GeneratorAdapter, split: ContentStyleSplit, sources: S
     ``ranks`` (a launched run, :func:`latentdirs.distributed.setup`; every rank calls this with the same
     arguments): the same files, byte for byte, whatever the number of ranks (:func:`_write_sharded`).
     """
-    out_dir = check_writable_directory(out_dir, param="out")
+    # a launched run probes on rank 0 alone, when it prepares the staging folder
+    out_dir = check_writable_directory(out_dir, param="out") if ranks is None else Path(out_dir)
     rows = _row_source(sources)
     if isinstance(reference, int) and not isinstance(reference, bool):
         reference = StyleReference(seed=reference)
@@ -169,6 +170,7 @@ def _write_sharded(generator: GeneratorAdapter, split: ContentStyleSplit, rows: 
         return {"rows": list(shards[number])} if 0 <= number < len(shards) else None
 
     def prepare() -> tuple[list[str], dict[int, Any]]:
+        check_writable_directory(out_dir, param="out")
         staging = ResumableStaging(out_dir, key)
         finished = Journal(staging.path, 0).finished(expected)
         return listed_files(out_dir, MANIFEST_SCHEMA, _OWN_FILE), {n: d for n, d in finished.items() if _trusted(d)}
