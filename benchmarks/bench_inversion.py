@@ -15,8 +15,10 @@ Run: ``.venv/bin/python -m benchmarks.bench_inversion [SECTION ...]`` with secti
   reconstruction (PSNR, MS-SSIM) and editability (edit correlation, magnitude, prior distance).
 * ``losses`` — the losses on photo crops and unseen seeds, equal steps.
 * ``classes`` — dcgan-eyes: the class of images of known class — the best class at the search's end (the
-  rule before issue 13's fix), the finalist race (the default) and a soft class vector (the DCGAN's
-  one-hot input made a softmax, optimised with z). ``bench_classes(count, steps, starts)`` for other sizes.
+  rule before issue 13's fix), the finalist race (the default), the soft class read from the first layer
+  (``latentdirs.invert.SOFT_CLASS``, off by default) and a softmax class vector (the DCGAN's one-hot
+  input made a softmax, optimised with z, argmax). ``bench_classes(count, steps, starts, search, seeds)``
+  for other sizes.
 
 Figures print as tables (and a JSON line each); docs/inversion.md "Measured" quotes them.
 """
@@ -241,40 +243,53 @@ def _soft_class_inversion(eyes, targets: torch.Tensor, steps: int, seed: int = 0
     return found, psnr(images, targets)
 
 
-def bench_classes(count: int = 16, steps: int = 150, starts: int = 1) -> None:
-    """The class of ``count`` dcgan-eyes images G(z, c) of known class (seeds 400000…, class k mod 8), MSE,
-    no feature offset (it could absorb the class): the pre-issue-13 rule (each image's best class at the
-    search's end), the finalist race (the default), and the soft class vector. Accuracy and seconds."""
+def bench_classes(count: int = 16, steps: int = 60, starts: int = 1, search: float = 0.2, seeds: tuple = (0,),
+                  first_seed: int = 500, softmax: bool = True) -> None:
+    """The class of ``count`` dcgan-eyes images G(z, c) of known class (seeds ``first_seed``…, class k mod 8),
+    MSE, no feature offset (the class is then decided at the end), each inversion ``seed``: the rule before
+    issue 13 (each image's best class at the search's end), the finalist race (2 classes raced to the end),
+    the soft class read from the first layer (``SOFT_CLASS``, off by default), and the softmax soft class
+    of the bench (argmax). Hits, row-steps per image, wall time."""
     invert_module = importlib.import_module("latentdirs.invert")  # the module: latentdirs.invert is also the function
 
     eyes = latentdirs.load_generator("dcgan-eyes", device="cpu")
     torch.set_num_threads(2)
     truth = torch.arange(count) % eyes.num_classes
     with torch.no_grad():
-        targets = eyes.synthesize(eyes.sample_seeds(list(range(400_000, 400_000 + count))), classes=truth)
+        targets = eyes.synthesize(eyes.sample_seeds(list(range(first_seed, first_seed + count))), classes=truth)
     figures, rows = {}, []
-    default = invert_module.FINALISTS
-    for name, finalists in (("best class at the search's end (before)", 1),
-                            (f"{default} finalist classes raced to the end (default)", default)):
-        invert_module.FINALISTS = finalists  # the rule before the race is the race with one finalist
-        try:
-            started = time.perf_counter()
-            found = invert_tensors(eyes, targets, steps=steps, loss="mse", starts=starts, feature_offset=False)
-            seconds = time.perf_counter() - started
-        finally:
-            invert_module.FINALISTS = default
-        hits = sum(int(c == t) for c, t in zip(found.classes, truth.tolist()))
-        figures[name] = {"hits": hits, "classes": found.classes, "psnr": found.psnr.tolist(), "seconds": seconds}
-        rows.append((name, f"{hits}/{count} classes, PSNR median {float(found.psnr.median()):.1f} dB, {seconds:.0f} s"))
-    started = time.perf_counter()
-    soft_classes, soft_psnr = _soft_class_inversion(eyes, targets, steps)
-    soft_seconds = time.perf_counter() - started
-    soft_hits = int((soft_classes == truth).sum())
-    figures["soft"] = {"hits": soft_hits, "psnr": soft_psnr.tolist(), "seconds": soft_seconds}
-    rows.append(("soft class vector", f"{soft_hits}/{count} classes, PSNR median {float(soft_psnr.median()):.1f} dB "
-                 f"(re-rendered with its argmax class), {soft_seconds:.0f} s"))
-    report(f"class of dcgan-eyes images ({count} seeds, class k mod 8, {steps} steps, {starts} start(s), MSE)", rows,
-           as_json=figures)
+    rules = (("best class at the search's end (before)", 1, False),
+             ("2 finalists raced to the end (default)", 2, False),
+             ("soft class read from the first layer (SOFT_CLASS)", 2, True))
+    defaults = invert_module.FINALISTS, invert_module.SOFT_CLASS
+    for name, finalists, soft in rules:
+        for seed in seeds:
+            invert_module.FINALISTS, invert_module.SOFT_CLASS = finalists, soft
+            totals: list[int] = []
+            try:
+                started = time.perf_counter()
+                found = invert_tensors(eyes, targets, steps=steps, search=search, loss="mse", starts=starts,
+                                       feature_offset=False, seed=seed, progress=lambda _, total: totals.append(total))
+                seconds = time.perf_counter() - started
+            finally:
+                invert_module.FINALISTS, invert_module.SOFT_CLASS = defaults
+            hits = sum(int(c == t) for c, t in zip(found.classes, truth.tolist()))
+            wrong = [(k, c) for k, (c, t) in enumerate(zip(found.classes, truth.tolist())) if c != t]
+            figures[f"{name}, seed {seed}"] = {"hits": hits, "classes": found.classes, "psnr": found.psnr.tolist(),
+                                               "row_steps_per_image": totals[-1] / count, "seconds": seconds}
+            rows.append((f"{name}, seed {seed}", f"{hits}/{count} classes (wrong: {wrong}), {totals[-1] / count:.0f} "
+                         f"row-steps per image, PSNR median {float(found.psnr.median()):.1f} dB, {seconds:.0f} s"))
+    if softmax:
+        started = time.perf_counter()
+        soft_classes, soft_psnr = _soft_class_inversion(eyes, targets, steps)
+        soft_seconds = time.perf_counter() - started
+        soft_hits = int((soft_classes == truth).sum())
+        figures["softmax"] = {"hits": soft_hits, "psnr": soft_psnr.tolist(), "seconds": soft_seconds}
+        rows.append(("softmax class vector, argmax (seed 0)", f"{soft_hits}/{count} classes, {steps} row-steps per "
+                     f"image, PSNR median {float(soft_psnr.median()):.1f} dB (re-rendered with its argmax class), "
+                     f"{soft_seconds:.0f} s"))
+    report(f"class of dcgan-eyes images ({count} seeds from {first_seed}, class k mod 8, {steps} steps, search "
+           f"{search}, {starts} start(s), MSE)", rows, as_json=figures)
 
 
 SECTIONS = {"photo": bench_photo, "seeds": bench_seeds, "batch": bench_batch, "lord": bench_lord,

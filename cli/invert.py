@@ -78,7 +78,8 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
 
     from latentdirs import distributed
     from latentdirs.atomic import check_not_an_input, check_writable_directory
-    from latentdirs.invert import editability, invert_tensors, inversion_options, latents_of
+    from latentdirs.invert import editability, inversion_options, latents_of
+    from latentdirs.invert_resume import invert_resumable
     from latentdirs.photos import collect_images, prepare_images
     from latentdirs.registry import generator_from_record
     from latentdirs.specs import split_generator_spec
@@ -114,19 +115,21 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     with tqdm(desc="invert", unit="step", disable=True if quiet else None, file=sys.stderr) as bar:
         common = dict(classes=list(classes) or None, encoder=encoder, seed=seed,
                       progress=lambda done, total: _advance(bar, done, total), **chosen_options)
-        if ranks is None:
-            result = invert_tensors(generator, photos.images, **common)
-        else:  # whole batches per rank, rank 0 gathers them: the one-process result (docs/scale.md)
-            result = distributed.invert_tensors_sharded(generator, photos.images, ranks, **common)
+        # one batch per journalled unit, beside OUT: a rerun of a killed run optimises only the batches it
+        # lacks; under torchrun the ranks share the batches and rank 0 merges them (docs/scale.md)
+        resumed = invert_resumable(generator, photos.images, out, ranks, **common)
+        if ranks is not None:
             distributed.teardown()
-            if result is None:  # not rank 0: its batches went to rank 0, which writes everything
-                return
+        if resumed is None:  # not rank 0: its batches went to rank 0, which writes everything
+            return
+        result = resumed.result
     measured = None if no_editability else editability(
         generator, result.latents, space=options.space, classes=result.classes, directions=directions_path,
         offsets=result.offsets)
     latents = latents_of(generator, result, photos=photos, editability_report=measured)
     latents.save(out)
     _save_grid(result, photos.labels, grid_path, title=f"{generator.spec} {options.space}, {options.steps} steps")
+    resumed.finish()  # the latents file and grid are written: the journalled batches are no longer needed
     report = {"out": str(out), "grid": str(grid_path), "generator": generator.spec, "space": options.space,
               "options": latents.meta["inversion"], "images": [
                   {"label": label, "path": record.path, **({"class": generator.class_names[result.classes[k]]}

@@ -368,7 +368,8 @@ def invert_tensors_sharded(generator: Any, images: torch.Tensor, ranks: Ranks, *
     classes, offsets, noise maps, losses and histories are the one-process ones (same kernels, as for
     edits: docs/scale.md). Per-image metrics are computed per block (equal up to the batch kernels'
     rounding); ``seconds`` is the slowest rank's. With an encoder, its starts are predicted per block.
-    Refuses more ranks than batches.
+    Refuses more ranks than batches. Not resumable: ``latentdirs invert`` uses
+    :func:`latentdirs.invert_resume.invert_resumable`, which journals every batch beside the output file.
     """
     from latentdirs.invert import invert_tensors, inversion_options
 

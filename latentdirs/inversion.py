@@ -151,6 +151,11 @@ class Inversion:
         offset_lr: their peak learning rate (default: the schedule's ``lr``).
         offset_penalty: weight of their L2 penalty ``mean(r²)`` per image (LORD's activation penalty,
             on the feature offset): what the latent can explain, the offset should not.
+        class_weights: start *soft class* weights ``[N, K]`` (conditional generators with the hook
+            ``synthesize_class_weights``; copied), or None. Optimised with the latents (learning rate
+            ``class_lr`` under the schedule's ramps) and passed to ``render`` in place of ``classes``
+            until :meth:`harden` replaces them by class ids.
+        class_lr: their peak learning rate (default: the schedule's ``lr``).
         seed: seeds the latent noise.
     """
 
@@ -159,7 +164,8 @@ class Inversion:
                  project: Callable[[torch.Tensor], object] | None = None, centre: torch.Tensor | float = 0.0,
                  scale: float = 1.0, penalty: float = 0.0, noise: Sequence[torch.Tensor] | None = None,
                  noise_penalty: float = 0.0, offsets: torch.Tensor | None = None, offset_from: int = 0,
-                 offset_lr: float | None = None, offset_penalty: float = 0.0, seed: int = 0) -> None:
+                 offset_lr: float | None = None, offset_penalty: float = 0.0,
+                 class_weights: torch.Tensor | None = None, class_lr: float | None = None, seed: int = 0) -> None:
         if init.shape[0] != targets.shape[0] or (classes is not None and classes.shape[0] != init.shape[0]):
             raise ValueError(f"Inversion: {init.shape[0]} latents for {targets.shape[0]} targets")
         self.render, self.loss, self.schedule, self.project = render, loss, schedule, project
@@ -174,6 +180,11 @@ class Inversion:
         self.offset_lr = float(schedule.lr if offset_lr is None else offset_lr)
         self.targets = targets.detach()
         self.classes = classes
+        #: the soft class weights ``[N, K]`` (optimised until :meth:`harden`), or None
+        self.class_weights = None if class_weights is None else class_weights.detach().clone().requires_grad_(True)
+        if self.class_weights is not None and self.class_weights.shape[0] != init.shape[0]:
+            raise ValueError(f"Inversion: {self.class_weights.shape[0]} class weights for {init.shape[0]} latents")
+        self.class_lr = float(schedule.lr if class_lr is None else class_lr)
         self.step = 0
         #: mean per-image loss (of the noisy latents) at each step taken
         self.history: list[float] = []
@@ -188,20 +199,26 @@ class Inversion:
         groups: list[dict[str, Any]] = [{"params": [self.latents, *self.noise], "scale": 1.0}]
         if self.offsets is not None:
             groups.append({"params": [self.offsets], "scale": self.offset_lr / self.schedule.lr})
+        if self.class_weights is not None:
+            groups.append({"params": [self.class_weights], "scale": self.class_lr / self.schedule.lr})
         return torch.optim.Adam(groups, lr=self.schedule.lr)
 
     def _parameters(self) -> list[torch.Tensor]:
-        return [self.latents, *self.noise, *([] if self.offsets is None else [self.offsets])]
+        return [self.latents, *self.noise, *([] if self.offsets is None else [self.offsets]),
+                *([] if self.class_weights is None else [self.class_weights])]
 
     def _render(self, latents: torch.Tensor, *, train: bool = False) -> torch.Tensor:
-        """``render`` of ``latents`` with the current noise maps and offsets (constants unless ``train``
-        and the offsets have joined)."""
+        """``render`` of ``latents`` with the current noise maps, offsets and class (the soft class weights
+        while there are any; constants unless ``train``, the offsets also until they have joined)."""
         noise = (self.noise if train else [m.detach() for m in self.noise]) or None
+        classes = self.classes
+        if self.class_weights is not None:
+            classes = self.class_weights if train else self.class_weights.detach()
         if self.offsets is None:
-            return self.render(latents, noise, self.classes)
+            return self.render(latents, noise, classes)
         joined = train and self.step >= self.offset_from
         offsets = self.offsets if joined else self.offsets.detach()
-        return self.render(latents, noise, self.classes, offsets)
+        return self.render(latents, noise, classes, offsets)
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -257,20 +274,42 @@ class Inversion:
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (indices into the batch, in the order given) — latents, noise maps, offsets,
-        targets, classes and their Adam moments — and go on from the same step."""
+        class weights, targets, classes and their Adam moments — and go on from the same step."""
         rows = rows.to(self.latents.device)
         old = self._parameters()
         fresh = [p.detach()[rows].clone().requires_grad_(True) for p in old]
         self.latents, self.noise = fresh[0], fresh[1:1 + len(self.noise)]
-        self.offsets = None if self.offsets is None else fresh[-1]
+        rest = fresh[1 + len(self.noise):]
+        self.offsets = None if self.offsets is None else rest.pop(0)
+        self.class_weights = None if self.class_weights is None else rest.pop(0)
+        self._carry_adam(old, fresh, rows)
+        self.targets = self.targets[rows]
+        self.classes = None if self.classes is None else self.classes[rows.to(self.classes.device)]
+
+    def harden(self, classes: torch.Tensor, latents: torch.Tensor | None = None) -> None:
+        """End the soft class: render from now on with class ids ``classes [N]`` (and the latents set to
+        ``latents [N, …]`` where given — e.g. corrected for the class's part the weights did not hold),
+        the class weights dropped, every other tensor's Adam moments kept."""
+        if self.class_weights is None:
+            raise ValueError("Inversion.harden: there are no class weights")
+        old = self._parameters()
+        if latents is not None:
+            with torch.no_grad():
+                self.latents.copy_(latents.to(self.latents))
+        self.class_weights = None
+        self.classes = classes
+        self._carry_adam(old[:-1], old[:-1], None)
+
+    def _carry_adam(self, old: list[torch.Tensor], fresh: list[torch.Tensor], rows: torch.Tensor | None) -> None:
+        """A new Adam over the current tensors, each ``fresh`` tensor with the moments of its ``old``
+        one (their ``rows``, or all)."""
         adam = self._optimiser()
         for before, after in zip(old, fresh):
             state = self._adam.state.get(before)
             if state:
-                adam.state[after] = {k: v.clone() if k == "step" else v[rows].clone() for k, v in state.items()}
+                adam.state[after] = {k: v.clone() if k == "step" or rows is None else v[rows].clone()
+                                     for k, v in state.items()}
         self._adam = adam
-        self.targets = self.targets[rows]
-        self.classes = None if self.classes is None else self.classes[rows.to(self.classes.device)]
 
 
 # ================================================================================================ spaces
@@ -310,21 +349,25 @@ class SpaceModel:
     def screen(self, targets: torch.Tensor, loss: PerImageLoss, *, candidates: int, seed: int,
                classes: torch.Tensor | None = None, keep: int = 1, chunk: int = 64) -> torch.Tensor:
         """For each target ``[N, C, H, W]``, the ``keep`` best of ``candidates`` prior samples (seeded,
-        inside the constraint) by ``loss`` under that row's class, best first — forward passes only;
-        ``[N, keep, *shape]``. Each candidate is rendered once per class present.
+        inside the constraint) by ``loss`` under that row's class (ids ``[N]``, or soft class weights
+        ``[N, K]``), best first — forward passes only; ``[N, keep, *shape]``. Each candidate is rendered
+        once per distinct class (or weights row) present.
         """
         with torch.no_grad():
             pool = self.generator.sample(candidates, seed=seed, space=self.name)
             if self.project is not None:
                 self.project(pool)
             scores = torch.empty(targets.shape[0], candidates, device=targets.device)
-            ids = [None] if classes is None or not self.conditional else sorted(set(classes.tolist()))
-            for class_id in ids:
-                rows = torch.arange(targets.shape[0], device=targets.device) if class_id is None else \
-                    torch.nonzero(classes.to(targets.device) == class_id).flatten()
+            every = torch.arange(targets.shape[0], device=targets.device)
+            if classes is None or not self.conditional:
+                groups: list[tuple[torch.Tensor | None, torch.Tensor]] = [(None, every)]
+            else:  # rows grouped by class (or by weights row)
+                distinct, which = torch.unique(classes, dim=0, return_inverse=True)
+                groups = [(value, every[which.to(targets.device) == g]) for g, value in enumerate(distinct)]
+            for class_id, rows in groups:
                 for first in range(0, candidates, chunk):
                     part = pool[first:first + chunk]
-                    label = None if class_id is None else torch.full((len(part),), class_id, device=pool.device)
+                    label = None if class_id is None else class_id.to(pool.device).expand(len(part), *class_id.shape)
                     images = self.render(part, None, label)
                     for k in range(len(part)):
                         scores[rows, first + k] = loss(images[k:k + 1].expand(len(rows), -1, -1, -1), targets[rows])
@@ -333,13 +376,23 @@ class SpaceModel:
 
     def render(self, latents: torch.Tensor, noise: list[torch.Tensor] | None,
                classes: torch.Tensor | None, offsets: torch.Tensor | None = None) -> torch.Tensor:
-        """Images ``[N, C, H, W]`` of ``latents`` with the noise maps or the feature ``offsets`` (or neither)."""
+        """Images ``[N, C, H, W]`` of ``latents`` with the noise maps or the feature ``offsets`` (or neither),
+        under ``classes``: ids ``[N]``, or soft class weights ``[N, K]`` (floating point; generators with
+        ``synthesize_class_weights``, see :attr:`soft_classes`)."""
         if noise:
             return self.generator.synthesize_with_noise(latents, space=self.name, noise=noise)  # type: ignore[attr-defined]
         classes = classes if self.conditional else None
+        if classes is not None and classes.is_floating_point():
+            return self.generator.synthesize_class_weights(latents, classes, offsets)  # type: ignore[attr-defined]
         if offsets is None:
             return self.generator.synthesize(latents, space=self.name, classes=classes)
         return self.generator.synthesize(latents, space=self.name, classes=classes, offsets=offsets)
+
+    @property
+    def soft_classes(self) -> bool:
+        """Whether this space can render soft class weights (the class a bias of an affine first layer:
+        z of conditional DCGANs, ``synthesize_class_weights``); BigGAN's class enters through an embedding."""
+        return self.conditional and self.name == "z" and hasattr(self.generator, "synthesize_class_weights")
 
     @property
     def offset_shape(self) -> tuple[int, ...] | None:
@@ -395,20 +448,25 @@ def space_model(generator: GeneratorAdapter, space: str | None = None, *, noise_
 # ================================================================================================ regression's trajectories
 @dataclass
 class TrajectoryData:
-    """``z0 [M, D]``, ``zt [M, D]``, ``delta [M]`` (signed amounts), ``error [M]`` (final blurred MSE)."""
+    """``z0 [M, D]``, ``zt [M, D]``, ``delta [M]`` (signed amounts), ``error [M]`` (final blurred MSE).
+
+    ``z0``/``zt`` are latents of ``space`` (``z``, or StyleGAN2's ``w``); files written before the space
+    was recorded hold z.
+    """
 
     z0: torch.Tensor
     zt: torch.Tensor
     delta: torch.Tensor
     error: torch.Tensor
     transform: str
+    space: str = "z"
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
         with atomic_path(path) as temporary:
             save_file({"z0": self.z0, "zt": self.zt, "delta": self.delta, "error": self.error}, str(temporary),
-                      metadata={"latentdirs": "trajectories/1", "transform": self.transform})
+                      metadata={"latentdirs": "trajectories/1", "transform": self.transform, "space": self.space})
         return Path(path)
 
     @classmethod
@@ -438,7 +496,8 @@ class TrajectoryData:
             raise invalid("dataset", str(path), allowed + " of finite floating-point values",
                           f"It holds {', '.join(f'{k} {v.dtype}' for k, v in tensors.items())}, or non-finite "
                           "values", cls=DirectionFileError)
-        return cls(transform=str(meta.get("transform", "?")), **{k: v.float() for k, v in tensors.items()})
+        return cls(transform=str(meta.get("transform", "?")), space=str(meta.get("space", "z")),
+                   **{k: v.float() for k, v in tensors.items()})
 
 
 def check_amounts(amounts: Sequence[float]) -> list[float]:
@@ -452,10 +511,11 @@ def check_amounts(amounts: Sequence[float]) -> list[float]:
 def invert_trajectories(generator: GeneratorAdapter, z0: torch.Tensor, transform: str, amounts: Sequence[float], *,
                         iterations: int = 50, lr: float = 0.01, sigma: float | None = None,
                         class_id: int | None = None, batch_size: int = 16, drop_worst: float = 0.1,
-                        progress: Callable[[int, int], None] | None = None) -> TrajectoryData:
+                        progress: Callable[[int, int], None] | None = None, space: str = "z") -> TrajectoryData:
     """Invert ``T(G(z0), ±t)`` for every ``t`` in ``amounts``; see the module docstring.
 
-    ``z0 [N, D]`` in the generator's ``z`` space; ``sigma`` is the blur in pixels (default: 3 px at
+    ``z0 [N, D]`` are latents of ``space`` (``z``, or a flat space such as StyleGAN2's ``w``), which the
+    inversion optimises (:func:`invert_images`); ``sigma`` is the blur in pixels (default: 3 px at
     128 px, scaled to the resolution); ``progress(done, total)`` counts (amount, chunk) steps.
     """
     amounts = check_amounts(amounts)
@@ -467,7 +527,7 @@ def invert_trajectories(generator: GeneratorAdapter, z0: torch.Tensor, transform
     rows = torch.cat([z0, z0])                       # both signs
     signs = torch.cat([torch.ones(len(z0)), -torch.ones(len(z0))]).to(generator.device)
     with torch.no_grad():
-        originals = torch.cat([generator.synthesize(c, classes=class_id) for c in z0.split(batch_size)])
+        originals = torch.cat([generator.synthesize(c, space=space, classes=class_id) for c in z0.split(batch_size)])
     originals = torch.cat([originals, originals])
     current = rows.clone()
     results_z, results_delta, results_error = [], [], []
@@ -480,7 +540,7 @@ def invert_trajectories(generator: GeneratorAdapter, z0: torch.Tensor, transform
                 target, mask = apply(originals[part], signs[part] * amount)
                 target = gaussian_blur(target, sigma)
             z, error = invert_images(generator, target, mask, current[part], iterations=iterations, lr=lr,
-                                     sigma=sigma, class_id=class_id, blurred_target=True)
+                                     sigma=sigma, class_id=class_id, blurred_target=True, space=space)
             current[part] = z
             errors.append(error)
             done += 1
@@ -492,20 +552,25 @@ def invert_trajectories(generator: GeneratorAdapter, z0: torch.Tensor, transform
     zt, delta, error = torch.cat(results_z), torch.cat(results_delta), torch.cat(results_error)
     starts = rows.repeat(len(amounts), 1)
     keep = error <= torch.quantile(error, 1 - drop_worst) if drop_worst > 0 else torch.ones_like(error, dtype=torch.bool)
-    return TrajectoryData(starts[keep].cpu(), zt[keep].cpu(), delta[keep].cpu(), error[keep].cpu(), transform)
+    return TrajectoryData(starts[keep].cpu(), zt[keep].cpu(), delta[keep].cpu(), error[keep].cpu(), transform,
+                          generator.space(space).name)
 
 
 def invert_images(generator: GeneratorAdapter, targets: torch.Tensor, masks: torch.Tensor, init: torch.Tensor, *,
                   iterations: int = 50, lr: float = 0.01, sigma: float | None = None, class_id: int | None = None,
-                  blurred_target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latents ``[N, D]`` whose images match ``targets`` ``[N, C, H, W]`` on ``masks`` ``[N, 1, H, W]``.
+                  blurred_target: bool = False, space: str = "z") -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents ``[N, D]`` of ``space`` whose images match ``targets`` ``[N, C, H, W]`` on ``masks`` ``[N, 1, H, W]``.
 
-    The core's :class:`Inversion` from ``init``: fresh Adam at a constant ``lr`` (no ramps, no latent noise),
-    the blurred masked MSE, ‖z‖ kept ≤ √D. Returns (latents, final error [N]).
+    The core's :class:`Inversion` from ``init`` ``[N, D]`` (latents of ``space``): fresh Adam at a constant
+    ``lr`` (no ramps, no latent noise), the blurred masked MSE. In ``z`` ‖z‖ is kept ≤ √D; other spaces
+    (StyleGAN2's ``w``) are unconstrained, and ``lr`` is in units of the space's prior std
+    (:attr:`SpaceModel.scale`; 1 in z), so one ``lr`` moves latents alike in either space.
+    Returns (latents ``[N, D]``, final error ``[N]``).
     """
     sigma = 3.0 * generator.resolution / 128 if sigma is None else sigma
     target = targets if blurred_target else gaussian_blur(targets, sigma)
-    model = space_model(generator, "z")
+    model = space_model(generator, space)
+    lr = lr * model.scale  # Adam moves each coordinate by about lr: scaled, lr means the same share of the prior
     classes = generator.class_tensor(class_id, init.shape[0])
 
     def loss(generated: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:

@@ -7,15 +7,24 @@ Images (files, directories, globs through :mod:`latentdirs.photos`, or a tensor 
    (forward passes only; z = 0 is useless there: a DCGAN's ReLUs are all off near 0, zero gradient),
    searched together (2.); StyleGAN2 ``w``/``w+``: ``w_avg``; or an encoder's prediction
    (:class:`latentdirs.encoder.Encoder`; ``steps=0`` is encoder-only inversion).
-2. **Search, and the class** (conditional generators, in spaces whose rendering takes a class): *the
-   best of the classes*. Every candidate class (all classes, or those given; with a conditional encoder
-   its :data:`ENCODER_CANDIDATES` most probable), each with its own screened starts, is optimised
-   alongside for the first ``search`` of the steps; then each image keeps the best start of each of
-   its :data:`FINALISTS` best classes (lowest loss), which race on to :func:`_decision_step` (the end,
-   or where a feature offset joins), and there the finalist nearest the image by pixel MSE goes on
-   alone (without classes: the best row after the search, as before). The class found
-   is a real class: the photo re-renders under another class with the same content (LORD's
-   class/content split). A soft class vector was measured against it (docs/inversion.md, "Measured").
+2. **Search, and the class** (conditional generators, in spaces whose rendering takes a class). Where
+   the class is a bias of an affine first layer (:attr:`SpaceModel.soft_classes
+   <latentdirs.inversion.SpaceModel.soft_classes>`: dcgan-eyes) and every image has the same candidate
+   classes, with :data:`SOFT_CLASS` on (off by default), a *soft class*: one row per candidate class and
+   screened start, its class weights ``[K]`` leaning to that class (:data:`SOFT_LEAN`) and optimised
+   with z; after the ``search`` each image keeps its best row; at :func:`_decision_step` the class is
+   read from the weights (:func:`_read_classes`: the candidate nearest in what z cannot absorb of the
+   first layer) and z is moved by least squares to keep the first layer's output, then the fit goes on
+   under that class. Otherwise (the default; BigGAN, where the class enters through an embedding; an
+   encoder's per-image candidates) *the best of the classes*: every
+   candidate class (all classes, or those given; with a conditional encoder its
+   :data:`ENCODER_CANDIDATES` most probable), each with its own screened starts, is optimised alongside
+   for the first ``search`` of the steps; then each image keeps the best start of each of its
+   :data:`FINALISTS` best classes (lowest loss), which race on to :func:`_decision_step` (the end, or
+   where a feature offset joins), and there the finalist nearest the image by pixel MSE goes on alone
+   (without classes: the best row after the search). Either way the class found is a real class: the
+   photo re-renders under another class with the same content (LORD's class/content split); measured
+   in docs/inversion.md, "Measured", "Classes".
 3. **Optimisation.** Adam with a learning-rate ramp-up and cosine ramp-down, latent noise annealed to
    zero, an L2 activation penalty, ``‖z‖ ≤ √D`` in z spaces; StyleGAN2 ``w``/``w+`` also optimise the
    per-layer noise maps (renormalised, autocorrelation penalty); z of DCGANs also optimises a feature
@@ -76,6 +85,20 @@ ENCODER_CANDIDATES = 3
 #: on until the class is decided (:func:`_decision_step`): after a fifth of a short run the loss ranked the
 #: true class of 16 dcgan-eyes images first for 7, second for 3 (docs/inversion.md, "Measured")
 FINALISTS = 2
+#: True: for generators whose class is a bias of an affine first layer (:attr:`SpaceModel.soft_classes
+#: <latentdirs.inversion.SpaceModel.soft_classes>`: dcgan-eyes), when every image has the same candidates,
+#: a *soft class* instead of the race — class weights optimised with z, one row per image after the search,
+#: until the decision, then the class read from them (:func:`_read_classes`). Off by default: on 16
+#: dcgan-eyes images (60 steps) it found 15, 12, 13 true classes (inversion seeds 0–2) against the race's
+#: 9, 8, 9 at 3/4 of its row-steps, but not the 15 of 16 asked of a default every time, and its
+#: reconstructions were 1.5–3 dB lower (docs/inversion.md, "Classes")
+SOFT_CLASS = False
+#: the soft class weights' peak learning rate (they start at 1/K and a class's weight should reach 1)
+CLASS_LR = 0.05
+#: the soft class's start weights: this much of the row's own candidate class, the rest equal over all the
+#: candidates (0.5: 15, 12 and 13 of 16 true classes for inversion seeds 0–2; equal weights, one row per
+#: start: 13, 10, 10 — docs/inversion.md, "Classes")
+SOFT_LEAN = 0.5
 #: images per batch
 BATCH_SIZE = 32
 #: z spaces: prior samples screened (forward passes only) for each image's starts
@@ -313,7 +336,8 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
     if encoder_model is not None and encoder_model.conditional and classes is None and candidates is not None:
         candidates = _encoder_candidates(encoder_model, targets)
     several = options.starts if starts is None and model.screened and options.steps else 1
-    total = _total_steps(options, count, candidates, several)
+    soft = _soft_ids(model, candidates, options)
+    total = _total_steps(options, count, candidates, several, soft=soft is not None)
     done = 0
 
     def advance(steps_taken: int) -> None:
@@ -387,13 +411,14 @@ def _decision_step(options: InversionOptions) -> int:
     return max(decide, _search_steps(options))
 
 
-def _total_steps(options: InversionOptions, count: int, candidates: list[list[int]] | None, several: int) -> int:
+def _total_steps(options: InversionOptions, count: int, candidates: list[list[int]] | None, several: int, *,
+                 soft: bool = False) -> int:
     """Row-steps of the whole run (during the search, each candidate class and start counts; then each
-    image's finalist classes until the decision)."""
+    image's finalist classes until the decision). With the soft class, one row after the search."""
     search, decide = _search_steps(options), _decision_step(options)
     total = 0
     for ids in candidates if candidates is not None else [[0]] * count:
-        width, racing = len(ids) * several, min(FINALISTS, len(ids))
+        width, racing = len(ids) * several, 1 if soft else min(FINALISTS, len(ids))
         total += options.steps if width == 1 else width * search + racing * (decide - search) + options.steps - decide
     return total
 
@@ -428,11 +453,21 @@ def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor
                   candidates: list[list[int]] | None,
                   loss: Callable, options: InversionOptions, *, seed: int,
                   progress: Callable[[int], None]) -> dict[str, Any]:
-    """One batch: the class search (when there are several candidates), then the rest of the schedule."""
+    """One batch: the class search (when there are several candidates: the soft class where
+    :func:`_soft_ids` allows it, else the race), then the rest of the schedule."""
     count = targets.shape[0]
     owner = torch.arange(count)
     class_ids = None
-    if candidates is not None:  # one row per (image, candidate class)
+    soft = _soft_ids(model, candidates, options)
+    render = model.render
+    if soft is not None:  # one row per (image, candidate class): weights leaning to it, screened under them
+        mask = torch.zeros(model.generator.num_classes, device=targets.device)
+        mask[soft] = 1.0
+        lean = torch.eye(len(mask), device=targets.device)[soft]
+        owner = torch.arange(count).repeat_interleave(len(soft))
+        class_ids = (SOFT_LEAN * lean + (1 - SOFT_LEAN) * mask / len(soft)).repeat(count, 1)
+        render = _masked_render(model, mask)
+    elif candidates is not None:  # one row per (image, candidate class)
         owner = torch.tensor([k for k, ids in enumerate(candidates) for _ in ids])
         class_ids = torch.tensor([c for ids in candidates for c in ids], device=targets.device)
     rows = targets[owner.to(targets.device)]
@@ -444,17 +479,19 @@ def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor
         begin = begin.flatten(0, 1)
         owner = owner.repeat_interleave(several)
         rows = rows.repeat_interleave(several, 0)
-        class_ids = None if class_ids is None else class_ids.repeat_interleave(several)
+        class_ids = None if class_ids is None else class_ids.repeat_interleave(several, dim=0)
     else:
         begin = starts[owner.to(starts.device)]
+        class_ids = None if class_ids is None or soft is None else class_ids[owner.to(class_ids.device)]
     noise = model.start_noise(len(owner), seed) if options.noise_maps else None
     offsets = (torch.zeros(len(owner), *model.offset_shape, device=rows.device)  # type: ignore[misc]
                if options.feature_offset else None)
-    inversion = Inversion(model.render, begin, rows, loss,
-                          options.schedule(), classes=class_ids, project=model.project, centre=model.centre,
-                          scale=model.scale, penalty=options.penalty, noise=noise,
+    inversion = Inversion(render, begin, rows, loss,
+                          options.schedule(), classes=None if soft else class_ids, project=model.project,
+                          centre=model.centre, scale=model.scale, penalty=options.penalty, noise=noise,
                           noise_penalty=options.noise_penalty, offsets=offsets, offset_from=options.offset_start(),
-                          offset_lr=options.offset_lr, offset_penalty=options.offset_penalty, seed=seed)
+                          offset_lr=options.offset_lr, offset_penalty=options.offset_penalty,
+                          class_weights=class_ids if soft else None, class_lr=CLASS_LR, seed=seed)
     width = len(owner)
     if len(owner) > count and options.steps:
         inversion.run(_search_steps(options), progress=lambda _: progress(width))
@@ -466,8 +503,63 @@ def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor
     if racing > count:  # the finalist classes race on, then each image keeps the closest
         inversion.run(_decision_step(options), progress=lambda _: progress(racing))
         inversion.keep(_closest(owner, inversion, count))
+    if soft is not None:  # the soft class goes on to the decision, then becomes the class read from it
+        inversion.run(_decision_step(options), progress=lambda _: progress(count))
+        decided, latents = _read_classes(model, inversion.latents.detach(), inversion.class_weights.detach(), soft)
+        inversion.harden(decided, latents)
     inversion.run(progress=lambda _: progress(count))
     return {"inversion": inversion, "history": inversion.history}
+
+
+def _soft_ids(model: SpaceModel, candidates: list[list[int]] | None, options: InversionOptions) -> list[int] | None:
+    """The candidate classes shared by every image when the soft class decides (:data:`SOFT_CLASS`, a
+    space with :attr:`SpaceModel.soft_classes`, steps to take, two candidates or more), else None."""
+    if not (SOFT_CLASS and candidates and model.soft_classes and options.steps):
+        return None
+    shared = candidates[0]
+    return list(shared) if len(shared) > 1 and all(ids == shared for ids in candidates) else None
+
+
+def _masked_render(model: SpaceModel, mask: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """``model.render`` with soft class weights ``[N, K]`` multiplied by ``mask [K]`` (1 for a candidate
+    class): the weights of the other classes stay out of the image and get no gradient."""
+    if bool(mask.all()):
+        return model.render
+
+    def render(latents: torch.Tensor, noise: Any, classes: torch.Tensor | None,
+               offsets: torch.Tensor | None = None) -> torch.Tensor:
+        if classes is not None and classes.is_floating_point():
+            classes = classes * mask
+        return model.render(latents, noise, classes, offsets)
+
+    return render
+
+
+def _read_classes(model: SpaceModel, latents: torch.Tensor, weights: torch.Tensor,
+                  ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class of each soft-class fit (z ``latents [N, D]``, ``weights [N, K]``), and its latent under it.
+
+    The first layer's pre-activation is ``h = A·z + Bᵀw + b`` (:meth:`class_rows
+    <latentdirs.generators.dcgan.DCGANAdapter.class_rows>`: ``A [D, F]``, ``B [K, F]``). For each
+    candidate class ``c`` (``ids``) the hard class keeps ``h`` best when ``z`` moves by the least-squares
+    ``δ`` with ``Aᵀδ ≈ Bᵀ(w − e_c)``; the class is the one whose residual, the part of ``Bᵀ(w − e_c)``
+    outside the span of ``A``'s rows, is smallest — what z cannot absorb of the difference (one QR of
+    ``Aᵀ`` for all). The latents returned are ``z + δ`` of the class chosen, kept in the ball.
+    Returns ``(classes [N], latents [N, D])``.
+    """
+    rows_z, rows_c = model.generator.class_rows()  # type: ignore[attr-defined]
+    basis, upper = torch.linalg.qr(rows_z.T)      # [F, D], [D, D]
+    candidates = torch.tensor(list(ids), device=weights.device)
+    one_hot = torch.eye(weights.shape[1], device=weights.device)[candidates]            # [C, K]
+    change = (weights[:, None, :] - one_hot[None]) @ rows_c                            # [N, C, F]
+    along = change @ basis                                                             # [N, C, D]
+    residual = (change - along @ basis.T).square().sum(-1)                             # [N, C]
+    best = residual.argmin(1)
+    step = torch.linalg.solve_triangular(upper, along[torch.arange(len(best)), best].T, upper=True).T  # [N, D]
+    moved = latents + step
+    if model.project is not None:
+        model.project(moved)
+    return candidates[best], moved
 
 
 def _result(model: SpaceModel, targets: torch.Tensor, parts: list[dict[str, Any]], options: InversionOptions,

@@ -388,3 +388,248 @@ def test_data_parallel_orojar_refuses_max_and_uneven_batches(faces):
         orojar(faces, steps=1, batch_size=4, reduction="max", ranks=ranks)
     with pytest.raises(InvalidValueError, match=r"batch_size: got 5; .* Pass --batch-size 4"):
         orojar(faces, steps=1, batch_size=5, ranks=ranks)
+
+
+# ---------------------------------------------------------------------- resumable inversion
+#: 7 images in batches of 2: four units (the last one short); two ranks take units 0, 2 and 1, 3
+RESUME_INVERT = {**INVERT, "batch_size": 2}
+RESUME_SEEDS = [9001, 9002, 9003, 9004, 9005, 9006, 9007]
+
+
+class _Stop(RuntimeError):
+    """The test's interruption (as a kill or Ctrl-C would stop a run between two batches)."""
+
+
+def _resume_targets(faces) -> torch.Tensor:
+    with torch.no_grad():
+        return faces.synthesize(faces.sample_seeds(RESUME_SEEDS))
+
+
+def _count_batches(monkeypatch_or_none, stop_at: int | None) -> list[int]:
+    """Wrap latentdirs.invert.invert_tensors (the one call per batch of invert_resume): note each batch's
+    first seed; raise :class:`_Stop` (once) when call number ``stop_at`` (1-based) begins. Test-only hook."""
+    import importlib
+
+    module = importlib.import_module("latentdirs.invert")
+    original = module.invert_tensors
+    calls: list[int] = []
+    stopped: list[bool] = []
+
+    def counted(generator, images, **options):
+        if stop_at is not None and len(calls) + 1 == stop_at and not stopped:  # once: the rerun runs through
+            stopped.append(True)
+            raise _Stop
+        calls.append(options["seed"])
+        return original(generator, images, **options)
+
+    if monkeypatch_or_none is None:
+        module.invert_tensors = counted
+    else:
+        monkeypatch_or_none.setattr(module, "invert_tensors", counted)
+    return calls
+
+
+def _result_tensors(result) -> dict[str, torch.Tensor]:
+    import dataclasses
+
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+            if isinstance(getattr(result, f.name), torch.Tensor)}
+
+
+def _assert_same_result(resumed, reference) -> None:
+    """Every tensor bit for bit, the histories, classes and options equal."""
+    one, other = _result_tensors(resumed), _result_tensors(reference)
+    assert sorted(one) == sorted(other) and "latents" in one and "offsets" in one
+    for name in one:
+        assert one[name].dtype == other[name].dtype and torch.equal(one[name], other[name]), name
+    assert resumed.history == reference.history and len(reference.history) == 4
+    assert resumed.classes == reference.classes and resumed.options == reference.options
+    assert resumed.start == reference.start
+
+
+def test_more_ranks_than_batches_refuses_the_inversion_in_one_line(faces, tmp_path):
+    from latentdirs.distributed import invert_tensors_sharded
+    from latentdirs.invert_resume import invert_resumable
+
+    ranks = Ranks(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
+    images = _invert_targets(faces)[:4]  # 2 batches of 2 for 3 ranks
+    refusal = (r"^--nproc-per-node: got 3; allowed: at most 2, the number of batches of 2 images in this run\. "
+               r"Launch fewer processes, or give a smaller --batch-size$")
+    with pytest.raises(InvalidValueError, match=refusal):
+        invert_resumable(faces, images, tmp_path / "x.safetensors", ranks, **INVERT)
+    with pytest.raises(InvalidValueError, match=refusal):
+        invert_tensors_sharded(faces, images, ranks, **INVERT)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_interrupted_one_process_invert_resumes_to_the_uninterrupted_result(faces, tmp_path, monkeypatch):
+    """One process killed in its third batch, a journalled part damaged: the rerun optimises the damaged
+    batch and the missing ones only, and ends with the uninterrupted run's result; finish() removes the folder."""
+    from latentdirs.invert_resume import invert_resumable
+
+    images, out = _resume_targets(faces), tmp_path / "run" / "x.safetensors"
+    out.parent.mkdir()
+    reference = _one_thread(invert_resumable, faces, images, tmp_path / "reference.safetensors", **RESUME_INVERT)
+    calls = _count_batches(monkeypatch, stop_at=3)
+    with pytest.raises(_Stop):
+        _one_thread(invert_resumable, faces, images, out, **RESUME_INVERT)
+    assert calls == [3, 5]  # batches 0 and 1 (seed + first image) finished and journalled
+    (staging,) = out.parent.iterdir()
+    assert len((staging / "journal-r0.jsonl").read_text().splitlines()) == 2
+    damaged = staging / "unit-00000.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 1  # one bit of a latent: the size still matches, the sha256 does not
+    damaged.write_bytes(bytes(data))
+    calls.clear()
+    resumed = _one_thread(invert_resumable, faces, images, out, **RESUME_INVERT)
+    assert calls == [3, 7, 9] and resumed.optimised == [0, 2, 3] and resumed.loaded == [1]
+    _assert_same_result(resumed.result, reference.result)
+    resumed.finish()
+    assert list(out.parent.iterdir()) == []
+
+
+def test_interrupted_cli_invert_resumes_to_the_uninterrupted_latents_file(cli_runner, tmp_path, monkeypatch):
+    """`latentdirs invert` stopped after its first batch, rerun: the latents file's tensors and rows are the
+    uninterrupted run's; only the timings differ; no staging folder is left."""
+    from safetensors import safe_open
+
+    from tests.conftest import invoke
+
+    arguments = ["invert", str(DATA / "astronaut.jpg"), str(DATA / "chelsea.png"), "-g", "dcgan-faces",
+                 "--steps", "4", "--batch-size", "1", "--no-editability", "--device", "cpu"]
+    single = _one_thread(invoke, cli_runner, *arguments, "-o", str(tmp_path / "one" / "x.safetensors"))
+    assert single.exit_code == 0, single.output
+    out = tmp_path / "two" / "x.safetensors"  # the same file name: the latents file records its labels only
+    calls = _count_batches(monkeypatch, stop_at=2)
+    with pytest.raises(_Stop):
+        _one_thread(invoke, cli_runner, *arguments, "-o", str(out))
+    assert len(calls) == 1 and not out.exists()
+    calls.clear()
+    again = _one_thread(invoke, cli_runner, *arguments, "-o", str(out))
+    assert again.exit_code == 0, again.output
+    assert len(calls) == 1  # the second photo only
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x-grid.png", "x.safetensors"]
+
+    def read(path: Path) -> tuple[dict[str, bytes], dict]:
+        with safe_open(str(path), "pt") as handle:
+            tensors = {k: handle.get_tensor(k).numpy().tobytes() for k in handle.keys()}
+            meta = handle.metadata()
+        return tensors, meta
+
+    (one, one_meta), (two, two_meta) = read(tmp_path / "one" / "x.safetensors"), read(out)
+    assert sorted(one) == sorted(two) == ["latents", "offsets"] and one == two
+
+    def untimed(value):  # timings differ between any two runs
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k not in ("seconds", "images_per_second", "created")}
+        if isinstance(value, list):
+            return [untimed(v) for v in value]
+        if isinstance(value, str) and value.startswith("{"):
+            return untimed(json.loads(value))
+        return value
+
+    assert untimed(one_meta) == untimed(two_meta)
+
+
+def _invert_resume_worker(rank: int, port: int, folder: str) -> None:
+    """One rank of a resumable sharded inversion: stopped when its second batch begins, rank 1's journalled
+    part damaged, the rerun; the merged result saved by rank 0."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from safetensors.torch import save_file
+
+    from latentdirs import distributed
+    from latentdirs.invert_resume import invert_resumable
+
+    ranks = distributed.setup("cpu")
+    faces = latentdirs.load_generator("dcgan-faces", device=ranks.device)
+    images, out, report = _resume_targets(faces), Path(folder) / "out" / "x.safetensors", {"rank": rank}
+    if ranks.is_main:
+        out.parent.mkdir()
+    ranks.barrier()
+    calls = _count_batches(None, stop_at=2)
+    try:
+        invert_resumable(faces, images, out, ranks, **RESUME_INVERT)
+    except _Stop:
+        report["interrupted_after"] = list(calls)
+    ranks.barrier()
+    if ranks.is_main:
+        (staging,) = out.parent.iterdir()
+        report["journal"] = sorted(json.loads(line)["unit"] for j in staging.glob("journal-*")
+                                   for line in j.read_text().splitlines())
+        damaged = staging / "unit-00001.json"  # rank 1's first batch: its history, seconds, start
+        damaged.write_text(damaged.read_text().replace("[[", "[[1.0,", 1))
+    ranks.barrier()
+    calls.clear()
+    resumed = invert_resumable(faces, images, out, ranks, **RESUME_INVERT)
+    report["resumed"] = list(calls)
+    if resumed is not None:
+        save_file({k: v.contiguous() for k, v in _result_tensors(resumed.result).items()},
+                  str(Path(folder) / "resumed.safetensors"))
+        report["history"], report["loaded"] = resumed.result.history, resumed.loaded
+        resumed.finish()
+        report["left"] = sorted(p.name for p in out.parent.iterdir())
+    (Path(folder) / f"rank{rank}.json").write_text(json.dumps(report))
+    distributed.teardown()
+
+
+@pytest.mark.slow
+def test_interrupted_sharded_invert_resumes_to_the_uninterrupted_result(faces, tmp_path):
+    """Two gloo ranks stopped as each begins its second batch; a journalled part damaged; the rerun (ranks
+    deal the units left round-robin) optimises only those, and the merged result is one process's."""
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from latentdirs.invert_resume import invert_resumable
+
+    mp.spawn(_invert_resume_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["interrupted_after"] for r in reports] == [[3], [5]]  # units 0 and 1 (seed + first image)
+    assert reports[0]["journal"] == [0, 1]
+    # units 1 (damaged), 2, 3 left: rank 0 takes 1 and 3, rank 1 takes 2; unit 0 is loaded
+    assert [r["resumed"] for r in reports] == [[5, 9], [7]] and reports[0]["loaded"] == [0]
+    assert reports[0]["left"] == [] and "left" not in reports[1]
+    reference = _one_thread(invert_resumable, faces, _resume_targets(faces), tmp_path / "one.safetensors",
+                            **RESUME_INVERT).result
+    resumed = load_file(tmp_path / "resumed.safetensors")
+    expected = _result_tensors(reference)
+    assert sorted(resumed) == sorted(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(resumed[name], tensor), name
+    assert reports[0]["history"] == reference.history
+
+
+def test_resumable_inversion_refuses_bad_images_before_writing(faces, tmp_path):
+    from latentdirs.invert_resume import invert_resumable
+
+    with pytest.raises(InvalidValueError, match=r"^images: got \(2, 3, 32, 32\); allowed: a tensor \[N ≥ 1, 3, 64"):
+        invert_resumable(faces, torch.zeros(2, 3, 32, 32), tmp_path / "x.safetensors", **INVERT)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resumed_stylegan2_inversion_keeps_noise_maps_bit_for_bit(tmp_path):
+    """w+ of a tiny real StyleGAN2: the journalled parts hold the per-layer noise maps (a tensor list); a rerun
+    that loads every batch gives the one-process result, noise maps and their PSNR included."""
+    from latentdirs.invert import invert_tensors
+    from latentdirs.invert_resume import invert_resumable
+    from tests.stylegan2_fixtures import random_network, tiny_config, write_nvlabs_pickle
+
+    file = write_nvlabs_pickle(random_network(tiny_config(), seed=3), tmp_path / "g.pkl")
+    stylegan = latentdirs.load_generator(f"stylegan2:{file}", device="cpu")
+    with torch.no_grad():
+        targets = stylegan.synthesize(stylegan.sample_seeds([5, 6, 7], space="w+"), space="w+")
+    options = {"space": "w+", "steps": 3, "batch_size": 2, "seed": 1}
+    out = tmp_path / "run" / "x.safetensors"
+    out.parent.mkdir()
+    first = _one_thread(invert_resumable, stylegan, targets, out, **options)
+    again = _one_thread(invert_resumable, stylegan, targets, out, **options)
+    assert first.optimised == [0, 1] and again.optimised == [] and again.loaded == [0, 1]
+    single = _one_thread(invert_tensors, stylegan, targets, **options)
+    assert len(again.result.noise) == len(single.noise) == 7
+    for mine, theirs in zip(again.result.noise, single.noise):
+        assert torch.equal(mine, theirs)
+    for name in ("latents", "psnr_with_noise", "error"):
+        assert torch.equal(getattr(again.result, name), getattr(single, name)), name
+    again.finish()
+    assert list(out.parent.iterdir()) == []

@@ -16,12 +16,21 @@ them all, with the date and the weights' fingerprint) and printed.
 On a generator with a ``w`` space (``shapes-stylegan2``) the methods that take a space search ``w``, the
 space a user edits (OroJaR, InterFaceGAN; GANSpace and SeFa do by default: SeFa writes ``w+`` on every
 row, the same edit as ``w``), the floor is a random basis in ``w`` and a second one in ``z`` (for the
-regressions, which invert in ``z`` only), and each matrix is taken in its file's own space and rows.
+regressions, which invert in ``--regression-space``, z by default), and each matrix is taken in its
+file's own space and rows.
 ``--layer-ranges`` (default: one range per synthesis resolution, read off the projection layers' names)
 then adds, for each range of ``w+`` rows, the matrices of SeFa's and the random floor's directions
 applied to those rows only, and of SeFa factorised on those rows alone.
 
     nice -n 5 .venv/bin/python -m training.testbed_tables --generator shapes-stylegan2 --out out/testbed-sg2
+
+``--calibration-only`` skips the known answer, the other methods and the matrices: only the regressions
+of ``--transforms`` (in ``--regression-space``: ``w`` inverts in StyleGAN2's w) and their calibrated-shift
+tables; their grids, under ``--grids``, are named ``testbed-SPEC-regression-T[-w]-grid.png``:
+
+    nice -n 5 .venv/bin/python -m training.testbed_tables --generator shapes-stylegan2 --calibration-only \
+        --regression-space w --regression-samples 32 --regression-iterations 50 --regression-recalibrate 32 \
+        --out out/testbed-sg2-w --grids out/testbed-sg2-w/grids
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import torch
 
 from latentdirs.api import discover
 from latentdirs.atomic import write_text_atomic
-from latentdirs.directions import Directions
+from latentdirs.directions import Directions, read_header
 from latentdirs.evaluation.factors import effect_matrix
 from latentdirs.evaluation.report import factor_matrix_markdown
 from latentdirs.evaluation.vp import random_basis
@@ -72,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--regression-samples", type=int, default=16)
     parser.add_argument("--regression-iterations", type=int, default=30)
     parser.add_argument("--regression-recalibrate", type=int, default=16)
+    parser.add_argument("--regression-space", choices=("z", "w"), default="z",
+                        help="the space the regressions invert in (w: generators with a w space)")
+    parser.add_argument("--transforms", default=",".join(TRANSFORMS),
+                        help="the regressions' transforms, comma-separated (default: all three)")
+    parser.add_argument("--calibration-only", action="store_true",
+                        help="only the regressions and their calibrated-shift tables (no matrices)")
     parser.add_argument("--reuse", action="store_true", help="keep direction files made on the same weights")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grids", type=Path, default=None,
@@ -127,17 +142,23 @@ def direction_files(generator: GeneratorAdapter, args: argparse.Namespace) -> di
                                                   "seed": 0, **searched}) for f in INTERFACEGAN_FACTORS},
         **{f"regression-{t}": ("regression", {"transform": t, "samples": args.regression_samples,
                                               "iterations": args.regression_iterations,
-                                              "recalibrate": args.regression_recalibrate, "seed": 0})
-           for t in TRANSFORMS},
+                                              "recalibrate": args.regression_recalibrate, "seed": 0,
+                                              "space": args.regression_space})
+           for t in args.transforms.split(",")},
     }
+    if args.calibration_only:
+        runs = {name: run for name, run in runs.items() if name.startswith("regression-")}
     paths = {}
     for name, (method, options) in runs.items():
         path = folder / f"{generator.spec}-{name}.safetensors"
-        if not (args.reuse and path.is_file() and _same_weights(path, generator)):
+        if not (args.reuse and path.is_file() and _same_weights(path, generator)
+                and read_header(path).get("space") == options.get("space", read_header(path).get("space"))):
             started = time.perf_counter()
             discover(generator, method, **options).save(path)
             print(f"[{name}: discovered in {time.perf_counter() - started:.0f} s]", flush=True)
         paths[name] = path
+    if args.calibration_only:
+        return paths
     # the floor in the space the searched methods use; where that is not z, a second one in z for the regressions
     floors = {"random": space, **({"random-z": "z"} if space != "z" else {})}
     for name, floor_space in floors.items():
@@ -150,8 +171,6 @@ def direction_files(generator: GeneratorAdapter, args: argparse.Namespace) -> di
 
 
 def _same_weights(path: Path, generator: GeneratorAdapter) -> bool:
-    from latentdirs.directions import read_header
-
     return read_header(path).get("generator", {}).get("fingerprint") == generator.fingerprint()
 
 
@@ -291,7 +310,27 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     sections: list[str] = []
+    if args.calibration_only:  # the regressions' files and tables only: minutes instead of a quarter hour
+        generator = load_generator(args.generator, device="cpu")
+        paths = direction_files(generator, args)
+        rows: list[tuple[str, dict[str, Any]]] = []
+    else:
+        generator, paths, rows = matrix_sections(args, sections)
+    sections += calibration_sections(generator, paths, args)
+    stamp = (f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
+             f"`training/testbed_tables.py` on {generator.spec} ({generator.fingerprint()[:19]}…), "
+             f"{time.perf_counter() - started:.0f} s.\n")
+    document = "\n".join([stamp, *sections])
+    write_text_atomic(args.out / "tables.md", document)
+    if rows:
+        write_text_atomic(args.out / "summary.md", summary_table(rows))
+    print(document)
 
+
+def matrix_sections(args: argparse.Namespace, sections: list[str]
+                    ) -> tuple[GeneratorAdapter, dict[str, Path], list[tuple[str, dict[str, Any]]]]:
+    """The known answer on synthetic, then every file's matrix on ``--generator`` (appended to
+    ``sections``); returns the generator, its files and the summary rows."""
     synthetic = load_generator("synthetic", device="cpu")
     truth = torch.stack(list(synthetic.true_directions.values()))
     sefa = discover(synthetic, "sefa", num_directions=5)
@@ -327,8 +366,14 @@ def main(argv: list[str] | None = None) -> None:
     ranges = layer_ranges(generator, args.layer_ranges)
     if ranges:
         sections += range_sections(generator, paths, ranges, args)
-    sections.append(f"## {generator.spec}: calibrated shifts (Plumerault regression)\n")
-    for transform in TRANSFORMS:
+    return generator, paths, rows
+
+
+def calibration_sections(generator: GeneratorAdapter, paths: dict[str, Path], args: argparse.Namespace) -> list[str]:
+    """The calibrated-shift tables of the regression files (and their grids under ``--grids``)."""
+    sections = [f"## {generator.spec}: calibrated shifts (Plumerault regression, in {args.regression_space})\n"]
+    suffix = "" if args.regression_space == "z" else f"-{args.regression_space}"  # z keeps its former names
+    for transform in args.transforms.split(","):
         name = f"regression-{transform}"
         text = calibration_section(name, generator, paths[name], args)
         calibration = Directions.load(paths[name], generator=generator).meta["calibration"]
@@ -338,15 +383,9 @@ def main(argv: list[str] | None = None) -> None:
             text += calibration_section(name, generator, paths[name], args, amounts=inside)
         write_text_atomic(args.out / f"{name}-calibration.md", text)
         if args.grids is not None:
-            edit_grid(generator, paths[name], args.grids / f"testbed-{generator.spec}-{name}-grid.png")
+            edit_grid(generator, paths[name], args.grids / f"testbed-{generator.spec}-{name}{suffix}-grid.png")
         sections.append(text)
-    stamp = (f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
-             f"`training/testbed_tables.py` on {generator.spec} ({generator.fingerprint()[:19]}…), "
-             f"{time.perf_counter() - started:.0f} s.\n")
-    document = "\n".join([stamp, *sections])
-    write_text_atomic(args.out / "tables.md", document)
-    write_text_atomic(args.out / "summary.md", summary_table(rows))
-    print(document)
+    return sections
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from latentdirs.catalogue import entry
-from latentdirs.errors import WeightsMismatchError
+from latentdirs.errors import WeightsMismatchError, invalid
 from latentdirs.generators.base import GeneratorAdapter, LatentSpace
 from latentdirs.weights import load_torch_weights, package_file, verify_sha256
 
@@ -137,6 +137,27 @@ class DCGANAdapter(GeneratorAdapter):
         # the offset enters before the first ReLU: rest(first([z, class]) + r)
         features = self._inference[0](self._input(latents, classes)) + offsets
         return self._inference[1:](features)
+
+    # ------------------------------------------------------------------ soft classes (inversion's class hook)
+    def synthesize_class_weights(self, latents: torch.Tensor, weights: torch.Tensor,
+                                 offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Render z ``latents [N, D]`` under class *weights* ``[N, K]`` in place of the one-hot (any real
+        values; a one-hot row renders that class exactly), with optional feature ``offsets``; images
+        ``[N, 3, R, R]`` in [−1, 1], differentiable in all three. The first layer is affine in its input,
+        so the weights mix the classes' first-layer biases: ``h = A·z + Σ_k w_k·b_k + b``.
+        Conditional nets only; inversion reads the class from the weights (docs/inversion.md, "Classes")."""
+        if not self.conditional or weights.dim() != 2 or tuple(weights.shape) != (latents.shape[0], self.num_classes):
+            raise invalid("weights", f"shape {tuple(weights.shape)}",
+                          f"shape ({latents.shape[0]}, {self.num_classes}): one weight per class and latent"
+                          if self.conditional else "none: this generator is unconditional")
+        features = self._inference[0](torch.cat([latents, weights.to(latents)], dim=1)[:, :, None, None])
+        return self._inference[1:](features if offsets is None else features + offsets)
+
+    def class_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded first layer's rows: latent ``[D, F]`` and class ``[K, F]`` (``F = C·k·k``, the
+        pre-activation features), on the device; ``h = z·latent + one_hot·class + bias``."""
+        weight = self._inference[0].weight.detach().flatten(1)  # type: ignore[union-attr]
+        return weight[: self.z_dim], weight[self.z_dim:]
 
     def projection_weights(self, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
         """The first ConvTranspose2d, latent rows only: ``[z_dim, C·k·k]`` (SeFa's DCGAN choice)."""
