@@ -16,7 +16,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_inversion [SECTION ...]`` with secti
 * ``losses`` — the losses on photo crops and unseen seeds, equal steps.
 * ``classes`` — dcgan-eyes: the class of images of known class — the best class at the search's end (the
   rule before issue 13's fix), the finalist race (the default), the soft class read from the first layer
-  (``latentdirs.invert.SOFT_CLASS``, off by default) and a softmax class vector (the DCGAN's one-hot
+  (``class_search="soft"``; the default is the race) and a softmax class vector (the DCGAN's one-hot
   input made a softmax, optimised with z, argmax). ``bench_classes(count, steps, starts, search, seeds)``
   for other sizes.
 
@@ -248,7 +248,7 @@ def bench_classes(count: int = 16, steps: int = 60, starts: int = 1, search: flo
     """The class of ``count`` dcgan-eyes images G(z, c) of known class (seeds ``first_seed``…, class k mod 8),
     MSE, no feature offset (the class is then decided at the end), each inversion ``seed``: the rule before
     issue 13 (each image's best class at the search's end), the finalist race (2 classes raced to the end),
-    the soft class read from the first layer (``SOFT_CLASS``, off by default), and the softmax soft class
+    the soft class read from the first layer (``class_search="soft"``), and the softmax soft class
     of the bench (argmax). Hits, row-steps per image, wall time."""
     invert_module = importlib.import_module("latentdirs.invert")  # the module: latentdirs.invert is also the function
 
@@ -260,19 +260,20 @@ def bench_classes(count: int = 16, steps: int = 60, starts: int = 1, search: flo
     figures, rows = {}, []
     rules = (("best class at the search's end (before)", 1, False),
              ("2 finalists raced to the end (default)", 2, False),
-             ("soft class read from the first layer (SOFT_CLASS)", 2, True))
-    defaults = invert_module.FINALISTS, invert_module.SOFT_CLASS
+             ("soft class read from the first layer (class_search='soft')", 2, True))
+    default_finalists = invert_module.FINALISTS
     for name, finalists, soft in rules:
         for seed in seeds:
-            invert_module.FINALISTS, invert_module.SOFT_CLASS = finalists, soft
+            invert_module.FINALISTS = finalists
             totals: list[int] = []
             try:
                 started = time.perf_counter()
                 found = invert_tensors(eyes, targets, steps=steps, search=search, loss="mse", starts=starts,
-                                       feature_offset=False, seed=seed, progress=lambda _, total: totals.append(total))
+                                       feature_offset=False, seed=seed, class_search="soft" if soft else "race",
+                                       progress=lambda _, total: totals.append(total))
                 seconds = time.perf_counter() - started
             finally:
-                invert_module.FINALISTS, invert_module.SOFT_CLASS = defaults
+                invert_module.FINALISTS = default_finalists
             hits = sum(int(c == t) for c, t in zip(found.classes, truth.tolist()))
             wrong = [(k, c) for k, (c, t) in enumerate(zip(found.classes, truth.tolist())) if c != t]
             figures[f"{name}, seed {seed}"] = {"hits": hits, "classes": found.classes, "psnr": found.psnr.tolist(),

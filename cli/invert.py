@@ -25,6 +25,9 @@ from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, terminal_safe
               help="Encoder file (latentdirs train-encoder): start from its prediction.")
 @click.option("--class", "classes", multiple=True, metavar="NAME|ID",
               help="Conditional generators: a class to search (repeatable; one = fixed)  [default: all]")
+@click.option("--class-search", type=click.Choice(["race", "soft"]), default=None,
+              help="Conditional generators: how the class is found — the two best after the search race on, "
+                   "or soft class weights optimised with z (dcgan-eyes)  [default: race]")
 @click.option("--latent-noise", type=click.FloatRange(min=0), default=None,
               help="Initial latent noise std (prior units, annealed to 0)  [default: 0 in z, 0.05·√D in w]")
 @click.option("--penalty", type=click.FloatRange(min=0), default=None,
@@ -54,6 +57,7 @@ from latentdirs.cli.params import CONTEXT, DEVICE, OPTION, terminal_safe
               help="Latents file to write (.safetensors).")
 def invert_command(images: tuple[str, ...], generator_spec: str, space: str | None, steps: int | None,
                    lr: float | None, loss: str | None, encoder: Path | None, classes: tuple[str, ...],
+                   class_search: str | None,
                    latent_noise: float | None, penalty: float | None, no_noise_maps: bool,
                    feature_offset: bool | None, offset_penalty: float | None, batch_size: int | None,
                    seed: int, crop: str | None, allow_upscale: bool, directions_path: Path | None,
@@ -99,7 +103,8 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
     chosen = {key: value for key, value in (("space", space), ("steps", steps), ("lr", lr), ("loss", loss),
                                             ("latent_noise", latent_noise), ("penalty", penalty),
                                             ("feature_offset", feature_offset), ("offset_penalty", offset_penalty),
-                                            ("batch_size", batch_size)) if value is not None}
+                                            ("batch_size", batch_size), ("class_search", class_search))
+              if value is not None}
     if no_noise_maps:
         chosen["noise_maps"] = False
     options, _ = inversion_options(generator, seed=seed, **chosen)  # every option checked before work
@@ -111,7 +116,7 @@ def invert_command(images: tuple[str, ...], generator_spec: str, space: str | No
         click.secho(f"skipped: {terminal_safe(failure.message)}", err=True, fg="yellow")
     chosen_options = {k: v for k, v in options.as_json().items()
                       if k in ("space", "steps", "lr", "loss", "latent_noise", "penalty", "noise_maps",
-                               "feature_offset", "offset_penalty", "batch_size")}
+                               "feature_offset", "offset_penalty", "batch_size", "class_search")}
     with tqdm(desc="invert", unit="step", disable=True if quiet else None, file=sys.stderr) as bar:
         common = dict(classes=list(classes) or None, encoder=encoder, seed=seed,
                       progress=lambda done, total: _advance(bar, done, total), **chosen_options)

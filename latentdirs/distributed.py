@@ -373,7 +373,7 @@ def invert_tensors_sharded(generator: Any, images: torch.Tensor, ranks: Ranks, *
     """
     from latentdirs.invert import invert_tensors, inversion_options
 
-    settings, _ = inversion_options(generator, **{k: v for k, v in options.items() if k in _OPTION_NAMES})
+    settings, _ = inversion_options(generator, **{k: v for k, v in options.items() if k in INVERSION_OPTION_NAMES})
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         return invert_tensors(generator, images, **options)  # its own refusal, the same on every rank
     size = settings.batch_size
@@ -390,8 +390,10 @@ def invert_tensors_sharded(generator: Any, images: torch.Tensor, ranks: Ranks, *
     return None if parts is None else merge_results(parts)
 
 
-_OPTION_NAMES = ("space", "steps", "lr", "loss", "latent_noise", "penalty", "noise_maps", "noise_penalty", "search",
-                 "batch_size", "seed", "start_candidates", "starts", "feature_offset", "offset_penalty")
+#: the options :func:`latentdirs.invert.inversion_options` validates (the others go to invert_tensors only)
+INVERSION_OPTION_NAMES = ("space", "steps", "lr", "loss", "latent_noise", "penalty", "noise_maps", "noise_penalty",
+                          "search", "batch_size", "seed", "start_candidates", "starts", "feature_offset", "offset_penalty",
+                          "class_search")
 
 
 def merge_results(parts: list[Any]) -> Any:
@@ -418,5 +420,5 @@ def merge_results(parts: list[Any]) -> Any:
     return type(first)(**merged)
 
 
-__all__ = ["Journal", "Ranks", "ResumableStaging", "assign", "check_one_kind", "file_digest",
+__all__ = ["INVERSION_OPTION_NAMES", "Journal", "Ranks", "ResumableStaging", "assign", "check_one_kind", "file_digest",
            "invert_tensors_sharded", "launched", "merge_results", "rank_device", "run_key", "setup", "teardown"]

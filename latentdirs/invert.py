@@ -10,7 +10,7 @@ Images (files, directories, globs through :mod:`latentdirs.photos`, or a tensor 
 2. **Search, and the class** (conditional generators, in spaces whose rendering takes a class). Where
    the class is a bias of an affine first layer (:attr:`SpaceModel.soft_classes
    <latentdirs.inversion.SpaceModel.soft_classes>`: dcgan-eyes) and every image has the same candidate
-   classes, with :data:`SOFT_CLASS` on (off by default), a *soft class*: one row per candidate class and
+   classes, with ``class_search="soft"`` (the default is ``"race"``), a *soft class*: one row per candidate class and
    screened start, its class weights ``[K]`` leaning to that class (:data:`SOFT_LEAN`) and optimised
    with z; after the ``search`` each image keeps its best row; at :func:`_decision_step` the class is
    read from the weights (:func:`_read_classes`: the candidate nearest in what z cannot absorb of the
@@ -91,8 +91,9 @@ FINALISTS = 2
 #: until the decision, then the class read from them (:func:`_read_classes`). Off by default: on 16
 #: dcgan-eyes images (60 steps) it found 15, 12, 13 true classes (inversion seeds 0–2) against the race's
 #: 9, 8, 9 at 3/4 of its row-steps, but not the 15 of 16 asked of a default every time, and its
-#: reconstructions were 1.5–3 dB lower (docs/inversion.md, "Classes")
-SOFT_CLASS = False
+#: reconstructions were 1.5–3 dB lower (docs/inversion.md, "Classes"); so it is the option
+#: ``class_search="soft"`` (``--class-search soft``), and the race is the default
+CLASS_SEARCHES = ("race", "soft")
 #: the soft class weights' peak learning rate (they start at 1/K and a class's weight should reach 1)
 CLASS_LR = 0.05
 #: the soft class's start weights: this much of the row's own candidate class, the rest equal over all the
@@ -144,6 +145,7 @@ class InversionOptions:
     offset_penalty: float = OFFSET_PENALTY
     offset_from: float = OFFSET_FROM
     offset_lr: float = OFFSET_LR
+    class_search: str = "race"
 
     def offset_start(self) -> int:
         """The step at which the feature offset joins (never inside the search)."""
@@ -169,7 +171,8 @@ def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, 
                       search: float = SEARCH, batch_size: int = BATCH_SIZE,
                       seed: int = 0, start_candidates: int = START_CANDIDATES,
                       starts: int = STARTS, feature_offset: bool | None = None,
-                      offset_penalty: float = OFFSET_PENALTY) -> tuple[InversionOptions, SpaceModel]:
+                      offset_penalty: float = OFFSET_PENALTY,
+                      class_search: str = "race") -> tuple[InversionOptions, SpaceModel]:
     """Check every option against ``generator`` and fill the family defaults; see :func:`invert`."""
     chosen = generator.space(space).name
     steps, batch_size = check_count("steps", steps, 0), check_count("batch_size", batch_size)
@@ -190,13 +193,19 @@ def inversion_options(generator: GeneratorAdapter, *, space: str | None = None, 
                                                                                    zero=True)
     offset = _feature_offset(generator, model, feature_offset, steps)
     offset_penalty = check_positive("offset_penalty", offset_penalty, zero=True)
+    if class_search not in CLASS_SEARCHES:
+        raise invalid("class_search", class_search, " or ".join(map(repr, CLASS_SEARCHES)))
+    if class_search == "soft" and not model.soft_classes:
+        raise invalid("class_search", "soft", f"'race' for space {chosen!r} of {generator.spec!r}",
+                      "The soft class needs a class that enters as a first-layer bias (dcgan-eyes in z); "
+                      "drop --class-search")
     options = InversionOptions(space=chosen, steps=steps, lr=lr, loss=spec, latent_noise=noise, penalty=penalty,
                                noise_maps=bool(model.noise_resolutions), noise_penalty=noise_penalty,
                                search=search, batch_size=batch_size, seed=check_seed("seed", seed),
                                start_candidates=check_count("start_candidates", start_candidates, 1, 65536),
                                starts=check_count("starts", starts, 1, max(1, check_count("start_candidates",
                                                                                           start_candidates, 1))),
-                               feature_offset=offset, offset_penalty=offset_penalty)
+                               feature_offset=offset, offset_penalty=offset_penalty, class_search=class_search)
     return options, model
 
 
@@ -312,7 +321,7 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
                    search: float = SEARCH, batch_size: int = BATCH_SIZE, seed: int = 0,
                    start_candidates: int = START_CANDIDATES, starts: int = STARTS,
                    feature_offset: bool | None = None, offset_penalty: float = OFFSET_PENALTY,
-                   init: torch.Tensor | None = None,
+                   class_search: str = "race", init: torch.Tensor | None = None,
                    progress: Callable[[int, int], None] | None = None) -> InversionResult:
     """Invert ``images [N, 3, R, R]`` (in [−1, 1]) into ``space``; see :func:`invert` for the options.
 
@@ -322,7 +331,8 @@ def invert_tensors(generator: GeneratorAdapter, images: torch.Tensor, *, space: 
                                        latent_noise=latent_noise, penalty=penalty, noise_maps=noise_maps,
                                        noise_penalty=noise_penalty, search=search,
                                        batch_size=batch_size, seed=seed, start_candidates=start_candidates,
-                                       starts=starts, feature_offset=feature_offset, offset_penalty=offset_penalty)
+                                       starts=starts, feature_offset=feature_offset, offset_penalty=offset_penalty,
+                                       class_search=class_search)
     targets = _check_targets(generator, images)
     count = targets.shape[0]
     if init is not None and (not isinstance(init, torch.Tensor) or tuple(init.shape) != (count, *model.shape)):
@@ -512,9 +522,9 @@ def _invert_batch(model: SpaceModel, targets: torch.Tensor, starts: torch.Tensor
 
 
 def _soft_ids(model: SpaceModel, candidates: list[list[int]] | None, options: InversionOptions) -> list[int] | None:
-    """The candidate classes shared by every image when the soft class decides (:data:`SOFT_CLASS`, a
+    """The candidate classes shared by every image when the soft class decides (``class_search="soft"``, a
     space with :attr:`SpaceModel.soft_classes`, steps to take, two candidates or more), else None."""
-    if not (SOFT_CLASS and candidates and model.soft_classes and options.steps):
+    if not (options.class_search == "soft" and candidates and model.soft_classes and options.steps):
         return None
     shared = candidates[0]
     return list(shared) if len(shared) > 1 and all(ids == shared for ids in candidates) else None
@@ -597,7 +607,7 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
            latent_noise: float | None = None, penalty: float = PENALTY, noise_maps: bool | None = None,
            noise_penalty: float = NOISE_PENALTY, search: float = SEARCH, batch_size: int = BATCH_SIZE,
            seed: int = 0, start_candidates: int = START_CANDIDATES, starts: int = STARTS,
-           feature_offset: bool | None = None, offset_penalty: float = OFFSET_PENALTY,
+           feature_offset: bool | None = None, offset_penalty: float = OFFSET_PENALTY, class_search: str = "race",
            crop: str | None = None, allow_upscale: bool = False,
            directions: "Directions | str | os.PathLike[str] | None | bool" = None,
            progress: Callable[[int, int], None] | None = None) -> "Latents":
@@ -627,6 +637,10 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
             the generator's first (affine) layer, over the last half of the steps (default: on where the
             generator has one, :data:`FEATURE_OFFSET`). z edits act on it exactly; the latents file holds it.
         offset_penalty: weight of the offset's L2 penalty ``mean(r²)`` (default :data:`OFFSET_PENALTY`).
+        class_search: conditional generators: ``"race"`` (default: the two best classes after the search
+            race on) or ``"soft"`` (class weights optimised with z, the class read from them; generators
+            whose class is a first-layer bias, dcgan-eyes: more often right, a little less sharp on short
+            runs — docs/inversion.md, "Classes").
         batch_size: images optimised together. seed: the latent noise and the noise maps' start.
         directions: for the editability measure (:func:`editability`): a direction file or
             :class:`Directions`; None: SeFa's first :data:`EDIT_DIRECTIONS` where the generator allows
@@ -637,7 +651,8 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
                                    penalty=penalty, noise_maps=noise_maps, noise_penalty=noise_penalty,
                                    search=search, batch_size=batch_size, seed=seed,
                                    start_candidates=start_candidates, starts=starts,
-                                   feature_offset=feature_offset, offset_penalty=offset_penalty)
+                                   feature_offset=feature_offset, offset_penalty=offset_penalty,
+                                   class_search=class_search)
     if options.steps == 0 and encoder is None:
         raise invalid("steps", 0, "≥ 1, or 0 together with an encoder (encoder-only inversion)",
                       "Give --encoder FILE, or --steps N")
@@ -650,7 +665,7 @@ def invert(generator: GeneratorAdapter, images: "torch.Tensor | str | os.PathLik
                             batch_size=options.batch_size, seed=options.seed,
                             start_candidates=options.start_candidates, starts=options.starts,
                             feature_offset=options.feature_offset, offset_penalty=options.offset_penalty,
-                            progress=progress)
+                            class_search=options.class_search, progress=progress)
     measured = None
     if directions is not False:
         measured = editability(generator, result.latents, space=options.space, classes=result.classes,

@@ -25,11 +25,9 @@ from typing import Any, Callable
 
 import torch
 
-from latentdirs.distributed import Journal, Ranks, ResumableStaging, assign, file_digest, merge_results, run_key
+from latentdirs.distributed import (INVERSION_OPTION_NAMES, Journal, Ranks, ResumableStaging, assign, file_digest,
+                                    merge_results, run_key)
 
-#: the options that :func:`latentdirs.invert.inversion_options` validates (the rest go to invert_tensors only)
-OPTION_NAMES = ("space", "steps", "lr", "loss", "latent_noise", "penalty", "noise_maps", "noise_penalty", "search",
-                "batch_size", "seed", "start_candidates", "starts", "feature_offset", "offset_penalty")
 #: InversionResult fields a unit's JSON holds; every other field but ``options`` is a tensor or tensor list
 JSON_FIELDS = ("classes", "seconds", "history", "encoder", "start")
 #: fields not written: ``options`` is the run's, ``targets`` the images themselves (as float32 CPU tensors)
@@ -193,7 +191,7 @@ def invert_resumable(generator: Any, images: torch.Tensor, out: str | Path, rank
     """
     from latentdirs.invert import inversion_options
 
-    settings, _ = inversion_options(generator, **{k: v for k, v in options.items() if k in OPTION_NAMES})
+    settings, _ = inversion_options(generator, **{k: v for k, v in options.items() if k in INVERSION_OPTION_NAMES})
     size = generator.resolution
     if not isinstance(images, torch.Tensor) or tuple(images.shape[1:]) != (3, size, size) or images.shape[0] == 0 \
             or not bool(torch.isfinite(images).all()):
