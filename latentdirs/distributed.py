@@ -326,19 +326,28 @@ class Journal:
             os.fsync(handle.fileno())
 
     def finished(self, expected: Callable[[int], dict[str, Any] | None]) -> dict[int, Any]:
-        """``{unit: data}`` of the units whose entry matches ``expected(unit)`` (None: no such unit) and whose
-        files all exist with the recorded size and sha256; anything else is rendered again."""
-        entries: dict[int, dict[str, Any]] = {}
+        """``{unit: data}`` of the units with an entry that matches ``expected(unit)`` (None: no such unit) and
+        whose files all exist with the recorded size and sha256 — per unit the last such entry, in whichever
+        rank's journal it is; anything else is rendered again.
+
+        Why every entry and not the last one read: a rerun deals the units left to the ranks afresh, so a
+        damaged unit first journalled by rank 1 may be redone by rank 0, and rank 1's stale entry (read
+        later) must not hide the redone one."""
+        entries: dict[int, list[dict[str, Any]]] = {}
         for path in sorted(self.folder.glob("journal-r*.jsonl")):
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     entry = json.loads(line)
-                    unit = int(entry["unit"])
+                    entries.setdefault(int(entry["unit"]), []).append(entry)
                 except (ValueError, KeyError, TypeError):
                     continue  # a torn line of a killed run
-                entries[unit] = entry
-        return {unit: entry.get("data") for unit, entry in sorted(entries.items())
-                if expected(unit) is not None and entry.get("check") == expected(unit) and self._verified(entry)}
+        found: dict[int, Any] = {}
+        for unit, candidates in sorted(entries.items()):
+            check = expected(unit)
+            verified = [e for e in candidates if check is not None and e.get("check") == check and self._verified(e)]
+            if verified:
+                found[unit] = verified[-1].get("data")
+        return found
 
     def _verified(self, entry: dict[str, Any]) -> bool:
         files = entry.get("files")

@@ -92,34 +92,6 @@ def units_of(count: int, batch_size: int) -> list[tuple[int, int]]:
     return [(first, min(count, first + batch_size)) for first in range(0, count, batch_size)]
 
 
-class UnitJournal(Journal):
-    """A :class:`~latentdirs.distributed.Journal` whose :meth:`finished` trusts, per unit, the entry that
-    matches the files as they are now, in whichever rank's journal it is.
-
-    Why: a rerun deals the units left to the ranks afresh, so a damaged unit first journalled by rank 1 may
-    be redone by rank 0; the base class keeps the entry of the last journal file read (rank 1's stale one)
-    and would call the redone unit unfinished.
-    """
-
-    def finished(self, expected: Callable[[int], dict[str, Any] | None]) -> dict[int, Any]:
-        """``{unit: data}`` of the units with an entry matching ``expected(unit)`` whose files verify."""
-        entries: dict[int, list[dict[str, Any]]] = {}
-        for path in sorted(self.folder.glob("journal-r*.jsonl")):
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    entry = json.loads(line)
-                    entries.setdefault(int(entry["unit"]), []).append(entry)
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn line of a killed run
-        found: dict[int, Any] = {}
-        for unit, candidates in sorted(entries.items()):
-            check = expected(unit)
-            verified = [e for e in candidates if check is not None and e.get("check") == check and self._verified(e)]
-            if verified:
-                found[unit] = verified[-1].get("data")
-        return found
-
-
 # ---------------------------------------------------------------------- one unit's files
 def _names(unit: int) -> tuple[str, str]:
     return f"unit-{unit:05d}.safetensors", f"unit-{unit:05d}.json"
@@ -212,7 +184,7 @@ def invert_resumable(generator: Any, images: torch.Tensor, out: str | Path, rank
 
     def prepare() -> list[int]:
         staging = ResumableStaging(directory, key)
-        return sorted(UnitJournal(staging.path, 0).finished(expected))
+        return sorted(Journal(staging.path, 0).finished(expected))
 
     finished = prepare() if ranks is None else ranks.on_main(prepare)
     staging = ResumableStaging(directory, key, create=False)
@@ -273,7 +245,7 @@ def _optimise(generator: Any, images: torch.Tensor, units: list[tuple[int, int]]
 def _merge(folder: Path, images: torch.Tensor, units: list[tuple[int, int]], expected: Callable[[int], Any],
            settings: Any) -> Any:
     """Every unit's verified part, merged in image order (rank 0 / the one process)."""
-    finished = UnitJournal(folder, 0).finished(expected)
+    finished = Journal(folder, 0).finished(expected)
     missing = [unit for unit in range(len(units)) if unit not in finished]
     if missing:  # a rank's files vanished or changed after it journalled them: the rerun redoes them
         raise RuntimeError(f"invert: batches {missing} are missing from {str(folder)!r}; run the command again")
@@ -286,5 +258,5 @@ def _merge(folder: Path, images: torch.Tensor, units: list[tuple[int, int]], exp
     return result
 
 
-__all__ = ["ResumableInversion", "UnitJournal", "inversion_key", "invert_resumable", "load_unit", "save_unit",
+__all__ = ["ResumableInversion", "inversion_key", "invert_resumable", "load_unit", "save_unit",
            "tensor_digest", "units_of"]
