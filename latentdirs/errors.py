@@ -64,6 +64,10 @@ class OutputError(LatentDirsError, OSError):
     """An output file or directory cannot be written."""
 
 
+class StagingError(LatentDirsError, RuntimeError):
+    """A resumable run's staging folder lost or garbled files it had journalled (the rerun cannot merge them)."""
+
+
 class PluginError(LatentDirsError, TypeError):
     """A plugin (generator loader or discovery method) broke its contract, e.g. returned the wrong type."""
 

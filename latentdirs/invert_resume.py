@@ -32,6 +32,8 @@ from latentdirs.distributed import (INVERSION_OPTION_NAMES, Journal, Ranks, Resu
 JSON_FIELDS = ("classes", "seconds", "history", "encoder", "start")
 #: fields not written: ``options`` is the run's, ``targets`` the images themselves (as float32 CPU tensors)
 NOT_WRITTEN = ("options", "targets")
+#: fields that are None for some runs (no noise maps, no offsets, no classes): all batches of a run agree
+OPTIONAL_FIELDS = ("classes", "noise", "psnr_with_noise", "offsets", "psnr_without_offset")
 
 
 @dataclass
@@ -120,30 +122,75 @@ def save_unit(folder: Path, unit: int, part: Any) -> list[str]:
     return [tensor_name, json_name]
 
 
-def load_unit(folder: Path, unit: int, options: Any, targets: torch.Tensor) -> Any:
+def load_unit(folder: Path, unit: int, options: Any, targets: torch.Tensor, latent_shape: tuple[int, ...]) -> Any:
     """The InversionResult part of ``unit`` from its verified files; ``targets [n, 3, R, R]`` are its images
     (as invert_tensors returns them: float32, CPU); ``options`` replaces the unit's own (whose seed is
-    ``seed + first image``)."""
+    ``seed + first image``); ``latent_shape`` is one latent's shape in ``options.space``.
+
+    The journal's sha256 says the files are the ones written, not that they were written by this code: a
+    folder edited by hand (files and journal together) is read as hostile — no pickle, and every field's
+    type and shape checked — and refused with :class:`~latentdirs.errors.StagingError`."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from latentdirs.invert import InversionResult
 
     tensor_name, json_name = _names(unit)
-    tensors = load_file(str(folder / tensor_name))
-    record = json.loads((folder / json_name).read_text(encoding="utf-8"))
+    try:
+        tensors = load_file(str(folder / tensor_name))
+        record = json.loads((folder / json_name).read_text(encoding="utf-8"))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise _damaged(folder, unit, f"unreadable ({error})") from None
+    lists = record.get("lists") if isinstance(record, dict) else None
+    if not isinstance(lists, dict) or any(name not in record for name in JSON_FIELDS) \
+            or not all(isinstance(k, str) and isinstance(v, int) and 0 <= v <= 1024 for k, v in lists.items()):
+        raise _damaged(folder, unit, f"its JSON lacks {', '.join(JSON_FIELDS)} or 'lists'")
     values: dict[str, Any] = {name: record[name] for name in JSON_FIELDS}
     values["targets"] = targets.detach().to("cpu", torch.float32)
-    for spec in dataclasses.fields(InversionResult):
-        if spec.name in JSON_FIELDS or spec.name in NOT_WRITTEN:
+    try:
+        for spec in dataclasses.fields(InversionResult):
+            if spec.name in JSON_FIELDS or spec.name in NOT_WRITTEN:
+                continue
+            if spec.name in lists:
+                values[spec.name] = [tensors[f"{spec.name}.{i}"] for i in range(lists[spec.name])]
+            else:
+                values[spec.name] = tensors.get(spec.name)
+    except KeyError as error:
+        raise _damaged(folder, unit, f"tensor {error} is missing") from None
+    _check_part(folder, unit, values, len(targets), latent_shape)
+    return InversionResult(options=options, **values)
+
+
+def _check_part(folder: Path, unit: int, values: dict[str, Any], count: int, latent_shape: tuple[int, ...]) -> None:
+    """Refuse a unit whose fields are not those :func:`save_unit` writes for ``count`` images."""
+    per_image = {"latents": (count, *latent_shape), "reconstructions": tuple(values["targets"].shape)}
+    for name in ("psnr", "ms_ssim", "error", "distance", "psnr_with_noise", "psnr_without_offset"):
+        per_image[name] = (count,)
+    for name, value in values.items():
+        if name in JSON_FIELDS or name == "targets" or value is None:
             continue
-        if spec.name in record["lists"]:
-            values[spec.name] = [tensors[f"{spec.name}.{i}"] for i in range(record["lists"][spec.name])]
-        else:
-            values[spec.name] = tensors.get(spec.name)
-    part = InversionResult(options=options, **values)
-    if len(part) != len(targets):
-        raise ValueError(f"unit {unit} holds {len(part)} images, not {len(targets)}")
-    return part
+        for tensor in value if isinstance(value, list) else [value]:
+            wanted = per_image.get(name)
+            if tensor.dtype != torch.float32 or tensor.dim() == 0 or tensor.shape[0] != count \
+                    or (wanted is not None and tuple(tensor.shape) != wanted):
+                raise _damaged(folder, unit, f"{name} is {tensor.dtype} {tuple(tensor.shape)}, not float32 "
+                               f"{wanted or (count, '…')}")
+    if values["latents"] is None or values["reconstructions"] is None:
+        raise _damaged(folder, unit, "latents or reconstructions are missing")
+    classes, history = values["classes"], values["history"]
+    if not (classes is None or (isinstance(classes, list) and len(classes) == count
+                                and all(type(c) is int for c in classes))) \
+            or not isinstance(history, list) or not all(isinstance(h, list) for h in history) \
+            or not isinstance(values["seconds"], (int, float)) or not isinstance(values["start"], str) \
+            or not (values["encoder"] is None or isinstance(values["encoder"], dict)):
+        raise _damaged(folder, unit, "its classes, history, seconds, start or encoder are not those invert writes")
+
+
+def _damaged(folder: Path, unit: int, reason: str) -> Exception:
+    from latentdirs.errors import StagingError
+
+    return StagingError(f"resume folder: batch {unit} in {str(folder)!r} is damaged: {reason}; allowed: the files "
+                        "invert staged there. Delete the folder and run the command again")
 
 
 # ---------------------------------------------------------------------- the run
@@ -163,7 +210,7 @@ def invert_resumable(generator: Any, images: torch.Tensor, out: str | Path, rank
     """
     from latentdirs.invert import inversion_options
 
-    settings, _ = inversion_options(generator, **{k: v for k, v in options.items() if k in INVERSION_OPTION_NAMES})
+    settings, model = inversion_options(generator, **{k: v for k, v in options.items() if k in INVERSION_OPTION_NAMES})
     size = generator.resolution
     if not isinstance(images, torch.Tensor) or tuple(images.shape[1:]) != (3, size, size) or images.shape[0] == 0 \
             or not bool(torch.isfinite(images).all()):
@@ -184,7 +231,8 @@ def invert_resumable(generator: Any, images: torch.Tensor, out: str | Path, rank
 
     def prepare() -> list[int]:
         staging = ResumableStaging(directory, key)
-        return sorted(Journal(staging.path, 0).finished(expected))
+        journalled = Journal(staging.path, 0).finished(expected)
+        return [unit for unit in sorted(journalled) if _loads(staging.path, unit, images, units, settings, model.shape)]
 
     finished = prepare() if ranks is None else ranks.on_main(prepare)
     staging = ResumableStaging(directory, key, create=False)
@@ -195,7 +243,7 @@ def invert_resumable(generator: Any, images: torch.Tensor, out: str | Path, rank
     merged: list[Any] = []
 
     def merge() -> None:
-        merged.append(_merge(staging.path, images, units, expected, settings))
+        merged.append(_merge(staging.path, images, units, expected, settings, model.shape))
 
     if ranks is None:
         merge()
@@ -205,6 +253,19 @@ def invert_resumable(generator: Any, images: torch.Tensor, out: str | Path, rank
     if not merged:
         return None
     return ResumableInversion(result=merged[0], staging=staging, optimised=mine, loaded=finished)
+
+
+def _loads(folder: Path, unit: int, images: torch.Tensor, units: list[tuple[int, int]], settings: Any,
+           latent_shape: tuple[int, ...]) -> bool:
+    """Whether a journalled unit's files load as a part (a hand-edited folder's may not: the unit is redone)."""
+    from latentdirs.errors import StagingError
+
+    first, stop = units[unit]
+    try:
+        load_unit(folder, unit, settings, images[first:stop], latent_shape)
+    except StagingError:
+        return False
+    return True
 
 
 def _loaded_encoder(generator: Any, encoder: Any) -> Any:
@@ -243,14 +304,25 @@ def _optimise(generator: Any, images: torch.Tensor, units: list[tuple[int, int]]
 
 
 def _merge(folder: Path, images: torch.Tensor, units: list[tuple[int, int]], expected: Callable[[int], Any],
-           settings: Any) -> Any:
+           settings: Any, latent_shape: tuple[int, ...]) -> Any:
     """Every unit's verified part, merged in image order (rank 0 / the one process)."""
+    from latentdirs.errors import StagingError
+
     finished = Journal(folder, 0).finished(expected)
     missing = [unit for unit in range(len(units)) if unit not in finished]
     if missing:  # a rank's files vanished or changed after it journalled them: the rerun redoes them
-        raise RuntimeError(f"invert: batches {missing} are missing from {str(folder)!r}; run the command again")
-    parts = [load_unit(folder, unit, settings, images[first:stop]) for unit, (first, stop) in enumerate(units)]
-    result = merge_results(parts)
+        raise StagingError(f"resume folder: batches {missing} are missing from {str(folder)!r} or changed after "
+                           "they were written; allowed: the files invert staged there. Run the command again: it "
+                           "redoes those batches")
+    parts = [load_unit(folder, unit, settings, images[first:stop], latent_shape)
+             for unit, (first, stop) in enumerate(units)]
+    try:
+        if any(len({getattr(p, name) is None for p in parts}) > 1 for name in OPTIONAL_FIELDS):
+            raise RuntimeError("noise maps, offsets or classes in some batches only")
+        result = merge_results(parts)
+    except RuntimeError as error:  # parts of different kinds, or tensors whose later dimensions differ
+        raise StagingError(f"resume folder: the batches in {str(folder)!r} do not fit together ({error}); allowed: "
+                           "the files invert staged there. Delete the folder and run the command again") from None
     result.seconds = sum(p.seconds for p in parts)
     if result.encoder is not None:
         result.encoder = {**result.encoder,

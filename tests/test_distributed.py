@@ -488,6 +488,61 @@ def test_interrupted_one_process_invert_resumes_to_the_uninterrupted_result(face
     assert list(out.parent.iterdir()) == []
 
 
+
+def _rejournal(staging: Path) -> None:
+    """Rewrite the journal's sizes and sha256 for the files as they now are (a hand edit of the folder)."""
+    from latentdirs.distributed import file_digest
+
+    journal = staging / "journal-r0.jsonl"
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    for entry in entries:
+        entry["files"] = {name: list(file_digest(staging / name)) for name in entry["files"]}
+    journal.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
+def test_a_hand_edited_resume_folder_is_redone_or_refused_in_one_line(faces, tmp_path, monkeypatch):
+    """Files and journal edited together (the sha256 match): a unit whose JSON lacks a field, whose latents
+    have another shape or whose tensor file is not safetensors is optimised again, never loaded; a batch
+    that vanished before the merge is refused in one line (StagingError), not a KeyError."""
+    from safetensors.torch import load_file, save_file
+
+    from latentdirs.errors import StagingError
+    from latentdirs.invert_resume import invert_resumable, load_unit
+
+    images, out = _resume_targets(faces), tmp_path / "run" / "x.safetensors"
+    out.parent.mkdir()
+    reference = _one_thread(invert_resumable, faces, images, tmp_path / "reference.safetensors", **RESUME_INVERT)
+    calls = _count_batches(monkeypatch, stop_at=4)
+    with pytest.raises(_Stop):
+        _one_thread(invert_resumable, faces, images, out, **RESUME_INVERT)
+    (staging,) = out.parent.iterdir()
+    record = json.loads((staging / "unit-00000.json").read_text())
+    del record["classes"]
+    (staging / "unit-00000.json").write_text(json.dumps(record))
+    tensors = load_file(str(staging / "unit-00001.safetensors"))
+    tensors["latents"] = torch.zeros(2, 7)
+    save_file(tensors, str(staging / "unit-00001.safetensors"))
+    (staging / "unit-00002.safetensors").write_bytes(b"\x08" + b"\0" * 7 + b"{not a header")
+    _rejournal(staging)
+    for unit, reason in [(0, "its JSON lacks classes"), (1, r"latents is torch.float32 \(2, 7\), not float32 "
+                                                           r"\(2, 100\)"), (2, "unreadable")]:
+        with pytest.raises(StagingError, match=rf"^resume folder: batch {unit} in .* is damaged: {reason}.*; "
+                                               r"allowed: the files invert staged there\. Delete the folder"):
+            load_unit(staging, unit, reference.result.options, images[2 * unit:2 * unit + 2], (100,))
+    calls.clear()
+    resumed = _one_thread(invert_resumable, faces, images, out, **RESUME_INVERT)
+    assert resumed.optimised == [0, 1, 2, 3] and resumed.loaded == [] and calls == [3, 5, 7, 9]
+    _assert_same_result(resumed.result, reference.result)
+    # a batch journalled by another rank vanishes before rank 0 merges: one line, the rerun redoes it
+    from latentdirs.invert_resume import _merge
+
+    (staging / "unit-00003.json").unlink()
+    units = [(0, 2), (2, 4), (4, 6), (6, 7)]
+    with pytest.raises(StagingError, match=r"^resume folder: batches \[3\] are missing from .* Run the command "
+                                           r"again: it redoes those batches$"):
+        _merge(staging, images, units, lambda u: {"first": units[u][0], "stop": units[u][1]},
+               reference.result.options, (100,))
+
 def test_interrupted_cli_invert_resumes_to_the_uninterrupted_latents_file(cli_runner, tmp_path, monkeypatch):
     """`latentdirs invert` stopped after its first batch, rerun: the latents file's tensors and rows are the
     uninterrupted run's; only the timings differ; no staging folder is left."""
