@@ -462,19 +462,27 @@ def test_more_ranks_than_batches_refuses_the_inversion_in_one_line(faces, tmp_pa
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
-def test_interrupted_one_process_invert_resumes_to_the_uninterrupted_result(faces, tmp_path, monkeypatch):
-    """One process killed in its third batch, a journalled part damaged: the rerun optimises the damaged
-    batch and the missing ones only, and ends with the uninterrupted run's result; finish() removes the folder."""
+def _interrupted_inversion(faces, tmp_path: Path, monkeypatch, stop_at: int):
+    """The uninterrupted one-process inversion of the resume targets, then the same run stopped when batch
+    ``stop_at`` (1-based) begins: ``(images, out, reference, staging folder, batch calls)``."""
     from latentdirs.invert_resume import invert_resumable
 
     images, out = _resume_targets(faces), tmp_path / "run" / "x.safetensors"
     out.parent.mkdir()
     reference = _one_thread(invert_resumable, faces, images, tmp_path / "reference.safetensors", **RESUME_INVERT)
-    calls = _count_batches(monkeypatch, stop_at=3)
+    calls = _count_batches(monkeypatch, stop_at=stop_at)
     with pytest.raises(_Stop):
         _one_thread(invert_resumable, faces, images, out, **RESUME_INVERT)
-    assert calls == [3, 5]  # batches 0 and 1 (seed + first image) finished and journalled
     (staging,) = out.parent.iterdir()
+    return images, out, reference, staging, calls
+
+def test_interrupted_one_process_invert_resumes_to_the_uninterrupted_result(faces, tmp_path, monkeypatch):
+    """One process killed in its third batch, a journalled part damaged: the rerun optimises the damaged
+    batch and the missing ones only, and ends with the uninterrupted run's result; finish() removes the folder."""
+    from latentdirs.invert_resume import invert_resumable
+
+    images, out, reference, staging, calls = _interrupted_inversion(faces, tmp_path, monkeypatch, stop_at=3)
+    assert calls == [3, 5]  # batches 0 and 1 (seed + first image) finished and journalled
     assert len((staging / "journal-r0.jsonl").read_text().splitlines()) == 2
     damaged = staging / "unit-00000.safetensors"
     data = bytearray(damaged.read_bytes())
@@ -509,13 +517,7 @@ def test_a_hand_edited_resume_folder_is_redone_or_refused_in_one_line(faces, tmp
     from latentdirs.errors import StagingError
     from latentdirs.invert_resume import invert_resumable, load_unit
 
-    images, out = _resume_targets(faces), tmp_path / "run" / "x.safetensors"
-    out.parent.mkdir()
-    reference = _one_thread(invert_resumable, faces, images, tmp_path / "reference.safetensors", **RESUME_INVERT)
-    calls = _count_batches(monkeypatch, stop_at=4)
-    with pytest.raises(_Stop):
-        _one_thread(invert_resumable, faces, images, out, **RESUME_INVERT)
-    (staging,) = out.parent.iterdir()
+    images, out, reference, staging, calls = _interrupted_inversion(faces, tmp_path, monkeypatch, stop_at=4)
     record = json.loads((staging / "unit-00000.json").read_text())
     del record["classes"]
     (staging / "unit-00000.json").write_text(json.dumps(record))

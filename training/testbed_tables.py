@@ -53,7 +53,7 @@ from latentdirs.evaluation.report import factor_matrix_markdown
 from latentdirs.evaluation.vp import random_basis
 from latentdirs.generators.base import GeneratorAdapter
 from latentdirs.latents import along_layers
-from latentdirs.measure import measure_calibration_by, probe_amounts
+from latentdirs.measure import READER_MEASURES, measure_calibration_by, probe_amounts
 from latentdirs.registry import load_generator
 from latentdirs.specs import parse_index_spec
 
@@ -245,13 +245,14 @@ def calibration_section(name: str, generator: GeneratorAdapter, path: Path, args
     ``--amounts`` (default) or ``amounts``."""
     directions = Directions.load(path, generator=generator)
     calibration = directions.meta["calibration"]
+    transform = calibration["transform"]
     amounts = [float(a) for a in args.amounts.split(",")] if amounts is None else amounts
     seeds = list(range(args.seeds))
     tables = measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=True)
     # shifts in pixels of a 64 px image whatever the output size (px at 64 px = fraction × 64): the issue's
     # 1.5 px goal is stated at 64 px, and shapes-stylegan2 draws 32 px
     side = GOAL_SIDE
-    shift = calibration["transform"].startswith("shift")
+    shift = transform.startswith("shift")
     unit = f"px at {side} px" if shift else "% of the scale"
     factor = side if shift else 100.0
     low, high = calibration["range"]
@@ -265,15 +266,41 @@ def calibration_section(name: str, generator: GeneratorAdapter, path: Path, args
     for reg, read in zip(tables["registration"], tables["factors"]):
         lines.append(f"| {reg.requested:+.3f} | {reg.clamped}/{reg.count} | {reg.mean:+.4f} ± {reg.std:.4f} | "
                      f"{reg.abs_error * factor:.2f} | {read.mean:+.4f} ± {read.std:.4f} | {read.abs_error * factor:.2f} |")
+    inside = inside_the_data(generator, directions, seeds, [r.requested for r in tables["factors"]], transform)
     for way, rows in tables.items():
-        errors = torch.tensor([abs(v - r.requested) for r in rows for v in r.values]) * factor
+        errors = torch.tensor([[abs(v - r.requested) for v in r.values] for r in rows]) * factor
+        kept = errors[inside]
         lines.append(f"\n**{way}**: mean error (over every seed and request, 0 included) "
                      f"{float(errors.mean()):.2f} {unit}, per-seed spread (std) "
-                     f"{float(errors.std()):.2f}, worst {float(errors.max()):.2f}")
+                     f"{float(errors.std()):.2f}, worst {float(errors.max()):.2f}; over the {kept.numel()} of "
+                     f"{errors.numel()} requests whose target lies inside the data's range: "
+                     f"{float(kept.mean()):.2f} {unit}, spread {float(kept.std()):.2f}, worst {float(kept.max()):.2f}")
     lines += ["", f"Seed by seed (factor reader, {calibration['units']}):", "",
               "| requested | " + " | ".join(str(s) for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     lines += [f"| {r.requested:+.3f} | " + " | ".join(f"{v:+.3f}" for v in r.values) + " |" for r in tables["factors"]]
     return "\n".join(lines) + "\n"
+
+
+def inside_the_data(generator: GeneratorAdapter, directions: Directions, seeds: list[int], amounts: list[float],
+                    transform: str) -> torch.Tensor:
+    """``[len(amounts), len(seeds)]`` bool: whether the request would put the seed's object (its factors read
+    from the unedited image) inside the renderer's range (:data:`~latentdirs.scenes.FACTOR_RANGES`: x and y
+    within ±0.35, scale within 0.08 … 0.16). A generator trained on those scenes never drew an object
+    outside it, so a request beyond it (an object at x = +0.3 asked to move +0.25) has no right answer
+    in its images; the error over the others says how well the calibration does where it can."""
+    from latentdirs.measure import render_batches
+    from latentdirs.plan import EditPlan
+    from latentdirs.scenes import FACTOR_RANGES
+
+    name, ratio = READER_MEASURES[transform]
+    plan = EditPlan.build(generator, directions, seeds=seeds, indices=[0], alphas=[0.0])
+    with torch.no_grad():
+        sources = torch.cat([batch.images for batch in render_batches(generator, directions, plan, 32)])
+        start = generator.read_factors(sources)[name]
+    request = torch.tensor(amounts)[:, None]
+    target = start[None] * (1 + request) if ratio else start[None] + request
+    low, high = FACTOR_RANGES[name]
+    return (target >= low) & (target <= high)
 
 
 def edit_grid(generator: GeneratorAdapter, path: Path, out: Path, *, seeds: int = 8,
