@@ -123,3 +123,17 @@ def test_inconsistent_registrations_are_dropped():
     kept = consistent(steps, deltas, 0.375)
     # at the search edge (0.37) and clearly of the wrong sign (−0.15 for +2) dropped; noise-sized kept
     assert kept.tolist() == [True, True, True, False, False, True, True]
+
+
+def test_step_gain_reads_the_shift_per_step_and_its_spread(sg2, in_w):
+    """training/step_gain.py: the factor change per unit step along the file's direction, per w+ rows.
+    The shift-x direction moves x the same way on average (positive gain at every step); applied only to
+    the finest rows (6-7: colour, docs/testbed.md) it moves x far less than on every row."""
+    from training.step_gain import step_gains
+
+    directions, _, _ = in_w
+    every = step_gains(sg2, directions, latents=12, steps=[2.0], inside=0.25, rows=None)
+    fine = step_gains(sg2, directions, latents=12, steps=[2.0], inside=0.25, rows=[6, 7])
+    assert every["steps"] == [-2.0, 2.0] and every["latents"] == fine["latents"] > 3
+    assert all(gain > 0 for gain in every["mean_gain"]) and all(cv >= 0 for cv in every["cv"])
+    assert max(abs(g) for g in fine["mean_gain"]) < 0.5 * min(every["mean_gain"])
