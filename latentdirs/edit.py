@@ -13,7 +13,7 @@ import torch
 
 from latentdirs.calibration import calibrated_steps_and_clamps
 from latentdirs.directions import Directions
-from latentdirs.errors import OutOfRangeError, invalid
+from latentdirs.errors import OutOfRangeError, check_count, invalid
 from latentdirs.latents import layer_mask
 from latentdirs.plan import EditPlan, LatentRows
 
@@ -102,8 +102,7 @@ def traverse(generator: GeneratorAdapter, directions: Directions, plan: EditPlan
     changes the factor by exactly that amount (:func:`latentdirs.calibration.calibrated_steps`);
     requests beyond the calibrated range are refused, or clamped (with a warning) when the plan says so.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise invalid("batch_size", batch_size, "an integer ≥ 1")
+    batch_size = check_count("batch_size", batch_size)
     if plan is None:
         plan = EditPlan.build(generator, directions, **plan_options)
     elif plan_options:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from latentdirs.errors import invalid
+from latentdirs.errors import check_count, invalid
 from latentdirs.transforms import gaussian_blur, get_transform
 
 if TYPE_CHECKING:  # only annotations: measure is imported by the modules that hold these types
@@ -230,8 +230,7 @@ def render_batches(generator: GeneratorAdapter, directions: Directions, plan: Ed
     (a small plan: the batches travel to every rank)."""
     from latentdirs.evaluation.sharing import share
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:  # as traverse refuses
-        raise invalid("batch_size", batch_size, "an integer ≥ 1")
+    batch_size = check_count("batch_size", batch_size)
     jobs = list(plan.jobs())
     return share(-(-len(jobs) // batch_size),
                  lambda unit: render_batch(generator, directions, plan, jobs, batch_size, unit), ranks)

@@ -39,7 +39,7 @@ from latentdirs.atomic import StagedDirectory, check_writable_directory
 from latentdirs.directions import Directions
 from latentdirs.distributed import Journal, Ranks, ResumableStaging, assign, run_key
 from latentdirs.edit import EditBatch, EditItem, render_jobs, traverse
-from latentdirs.errors import invalid
+from latentdirs.errors import check_count, invalid
 from latentdirs.images import compose_grid, grid_image, save_animation, save_grid_and_strips, to_uint8
 from latentdirs.pasteback import PasteBack
 from latentdirs.plan import EditPlan, generator_words
@@ -390,8 +390,7 @@ def render_edits_sharded(generator: GeneratorAdapter, directions: Directions, pl
     and commits the run. A rerun of an interrupted run renders only the shards whose journalled files
     are missing or differ; ``progress`` counts the images this rank renders.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise invalid("batch_size", batch_size, "an integer ≥ 1")
+    batch_size = check_count("batch_size", batch_size)
     out_dir = Path(out_dir)
     plan.check(generator, directions)
     shards = shard_plan(plan, output, batch_size)
