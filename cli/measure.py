@@ -21,6 +21,8 @@ from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTIO
               help="Class of a conditional generator (default: the class the file was calibrated on).")
 @click.option("--amounts", type=ALPHA_SPEC, default="-0.2:0.2:5", help="Requested amounts.")
 @click.option("--clamp-amounts", is_flag=True, help="Clamp amounts beyond a seed's calibrated range.")
+@click.option("--correct-amounts", is_flag=True, help="Measure edits whose steps are corrected per image "
+              "(edit --correct-amounts).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG plot here.")
 @click.option("--by", type=click.Choice(["registration", "factors", "both"]), default="registration",
               show_default=True, help="Measure edits by registration, by the generator's factor reader "
@@ -29,8 +31,8 @@ from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTIO
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--device", type=DEVICE, default="auto")
 def measure_command(directions_path: Path, generator_spec: str | None, generator_options: tuple[tuple[str, Any], ...],
-                    seeds: list[int], class_name: str | None, amounts: list[float], clamp_amounts: bool, by: str,
-                    per_seed: bool,
+                    seeds: list[int], class_name: str | None, amounts: list[float], clamp_amounts: bool,
+                    correct_amounts: bool, by: str, per_seed: bool,
                     plot: Path | None, as_json: bool, device: str) -> None:
     """Request each amount on each seed, measure the achieved transform by registration, and report
     mean and spread per requested amount.
@@ -49,7 +51,7 @@ def measure_command(directions_path: Path, generator_spec: str | None, generator
     directions = Directions.load(directions_path, generator=generator)
     ways = MEASURES if by == "both" else (by,)
     tables = measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp_amounts,
-                                    ways=ways, class_id=class_name)
+                                    ways=ways, class_id=class_name, correct=correct_amounts)
     calibration = directions.meta["calibration"]
     if as_json:  # one list of rows per way; a single way keeps the plain list older scripts read
         click.echo(json.dumps({way: [row.__dict__ for row in rows] for way, rows in tables.items()}

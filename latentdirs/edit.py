@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from latentdirs.calibration import calibrated_steps_and_clamps
+from latentdirs.correction import corrected_steps
 from latentdirs.directions import Directions
 from latentdirs.errors import OutOfRangeError, check_count, invalid
 from latentdirs.latents import layer_mask
@@ -149,12 +150,22 @@ def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
             latents, vectors[index], directions.calibration["knots_x"], directions.calibration["knots_y"],
             requested, clamp=plan.strengths.clamp)
     layers = plan.effective_layers(directions) if latents.dim() == 3 else None
-    moved = torch.empty_like(latents)
-    for index in dict.fromkeys(i for i, *_ in batch):  # usually one direction per batch
-        rows = torch.tensor([k for k, job in enumerate(batch) if job[0] == index], device=latents.device)
-        moved[rows] = shift(latents[rows], vectors, index=index, alpha=strengths[rows], layers=layers)
-    images = generator.synthesize(moved, space=directions.space, classes=classes, truncation=plan.truncation,
-                                  offsets=None if offsets is None else offsets[positions])
+
+    def render(steps: torch.Tensor) -> torch.Tensor:
+        moved = torch.empty_like(latents)
+        for index in dict.fromkeys(i for i, *_ in batch):  # usually one direction per batch
+            rows = torch.tensor([k for k, job in enumerate(batch) if job[0] == index], device=latents.device)
+            moved[rows] = shift(latents[rows], vectors, index=index, alpha=steps[rows], layers=layers)
+        return generator.synthesize(moved, space=directions.space, classes=classes, truncation=plan.truncation,
+                                    offsets=None if offsets is None else offsets[positions])
+
+    if plan.strengths.correct:
+        # registration searches ±1.5× the largest request, as `measure` does: a wider search on small
+        # objects finds far-off false alignments (the background matched, the object lost)
+        span = 1.5 * float(requested.abs().max()) + 1e-3
+        strengths = corrected_steps(lambda steps: render(steps.to(latents)).float().cpu(), strengths, requested,
+                                    clamped, directions.meta["calibration"]["transform"], span).to(latents)
+    images = render(strengths)
     applied = ([_shortest(a) for a in strengths.tolist()] if plan.strengths.calibrated
                else [value for *_, value in batch])
     items = [EditItem(index, position, class_id, value, alpha, bool(was_clamped),

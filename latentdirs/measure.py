@@ -143,7 +143,8 @@ def probe_amounts(calibration: dict) -> list[float] | None:
 
 def measure_calibration(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int], amounts: list[float],
                         clamp: bool = False, batch_size: int = 32, by: str = "registration",
-                        class_id: int | str | None = None, ranks: Ranks | None = None) -> list[AccuracyRow]:
+                        class_id: int | str | None = None, ranks: Ranks | None = None,
+                        correct: bool = False) -> list[AccuracyRow]:
     """For a calibrated direction file: request each amount on each seed and measure what was achieved,
     ``by`` registration or by the generator's factor reader (``"factors"``, :func:`read_amounts`).
     ``class_id``: the class a conditional generator renders (default: the class the file was calibrated
@@ -152,7 +153,8 @@ def measure_calibration(generator: GeneratorAdapter, directions: Directions, *, 
     Returns one :class:`AccuracyRow` per requested amount (mean and spread over the seeds).
     """
     return measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp,
-                                  batch_size=batch_size, ways=(by,), class_id=class_id, ranks=ranks)[by]
+                                  batch_size=batch_size, ways=(by,), class_id=class_id, ranks=ranks,
+                                  correct=correct)[by]
 
 
 def calibrated_class(generator: GeneratorAdapter, directions: Directions, class_id: int | str | None) -> int | None:
@@ -166,9 +168,10 @@ def calibrated_class(generator: GeneratorAdapter, directions: Directions, class_
 def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int],
                            amounts: list[float], clamp: bool = False, batch_size: int = 32,
                            ways: tuple[str, ...] = MEASURES, class_id: int | str | None = None,
-                           ranks: Ranks | None = None) -> dict[str, list[AccuracyRow]]:
+                           ranks: Ranks | None = None, correct: bool = False) -> dict[str, list[AccuracyRow]]:
     """:func:`measure_calibration` for several ways of measuring the same edits (rendered once):
-    ``{way: rows}`` for each of ``ways`` (:data:`MEASURES`).
+    ``{way: rows}`` for each of ``ways`` (:data:`MEASURES`). ``correct``: each edit's step corrected by
+    measuring it (:mod:`latentdirs.correction`, ``edit --correct-amounts``).
 
     The unedited sources (one image per seed) and the edits (seed-major, each seed's amounts in order)
     are rendered in batches of ``batch_size``, as :func:`~latentdirs.edit.traverse` renders them.
@@ -195,7 +198,8 @@ def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, 
         if "factors" in ways:  # a generator that reads nothing is refused before the edits are rendered
             read_amounts(generator, sources[:1], sources[:1], transform)
         edits = render_batches(generator, directions, _plan(generator, directions, seeds=seeds, indices=[0],
-                                                            amounts=amounts, clamp_amounts=clamp, classes=classes),
+                                                            amounts=amounts, clamp_amounts=clamp,
+                                                            correct_amounts=correct, classes=classes),
                                batch_size, ranks)
     images = torch.cat([b.images for b in edits])
     items = [item for b in edits for item in b.items]

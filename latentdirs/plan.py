@@ -221,18 +221,23 @@ class Strengths:
     """The columns of every grid: ``alphas`` (latent steps), or calibrated ``amounts`` of the factor.
 
     ``clamp`` (calibrated only): a request that leaves a row's calibrated range is clamped to it (and the
-    manifest says so) instead of refused.
+    manifest says so) instead of refused. ``correct`` (calibrated only): each image's step is corrected
+    by measuring its edit (:mod:`latentdirs.correction`), not taken from the calibration alone.
     """
 
     values: tuple[float, ...]
     calibrated: bool = False
     clamp: bool = False
+    correct: bool = False
 
     def __post_init__(self) -> None:
         if not self.values:
             raise invalid(self.key, [], "at least one strength", "e.g. --alphas -3:3:7")
         if self.clamp and not self.calibrated:
             raise invalid("clamp_amounts", True, "only with amounts (a calibrated edit)", "Drop --clamp-amounts")
+        if self.correct and not self.calibrated:
+            raise invalid("correct_amounts", True, "only with amounts (a calibrated edit)",
+                          "Drop --correct-amounts, or give --amounts with a calibrated direction file")
 
     @property
     def key(self) -> str:
@@ -244,7 +249,7 @@ class Strengths:
 
     def command_words(self) -> list[str]:
         words = [f"--{self.key}", ",".join(repr(value) for value in self.values)]  # repr: shortest exact
-        return words + (["--clamp-amounts"] if self.clamp else [])
+        return words + (["--clamp-amounts"] if self.clamp else []) + (["--correct-amounts"] if self.correct else [])
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,8 @@ class EditPlan:
     def build(cls, generator: GeneratorAdapter, directions: Directions, *, seeds: Sequence[int] | None = None,
               rows: RowSource | Latents | None = None, indices: Sequence[int] | None = None,
               alphas: Sequence[float] | None = None, amounts: Sequence[float] | None = None,
-              clamp_amounts: bool = False, classes: Sequence[int | str] | int | str | None = None,
+              clamp_amounts: bool = False, correct_amounts: bool = False,
+              classes: Sequence[int | str] | int | str | None = None,
               truncation: float | None = None, layers: Sequence[int] | None = None,
               allow_other_generator: bool = False) -> "EditPlan":
         """A validated plan from the keyword form users type (the API's and the CLI's common case).
@@ -298,7 +304,7 @@ class EditPlan:
         source = rows if rows is not None else SeedRows(tuple(int(s) for s in seeds))  # type: ignore[union-attr]
         calibrated = amounts is not None
         strengths = Strengths(tuple(float(v) for v in (amounts if calibrated else alphas or DEFAULT_ALPHAS)),
-                              calibrated=calibrated, clamp=bool(clamp_amounts))
+                              calibrated=calibrated, clamp=bool(clamp_amounts), correct=bool(correct_amounts))
         chosen = list(range(min(DEFAULT_INDEX_COUNT, len(directions)))) if indices is None else list(indices)
         own_classes = (isinstance(source, LatentRows) and source.classes is not None and generator.conditional
                        and (classes is None or (not isinstance(classes, (int, str)) and not list(classes))))
@@ -388,6 +394,8 @@ class EditPlan:
             described["seeds"] = list(self.rows.seeds)
         if self.row_classes:
             described["row_classes"] = True
+        if self.strengths.correct:  # only when on: manifests of plain edits keep their fields
+            described["correct_amounts"] = True
         return described
 
     def command_words(self) -> list[str] | None:

@@ -137,3 +137,41 @@ def test_step_gain_reads_the_shift_per_step_and_its_spread(sg2, in_w):
     assert every["steps"] == [-2.0, 2.0] and every["latents"] == fine["latents"] > 3
     assert all(gain > 0 for gain in every["mean_gain"]) and all(cv >= 0 for cv in every["cv"])
     assert max(abs(g) for g in fine["mean_gain"]) < 0.5 * min(every["mean_gain"])
+
+
+def test_corrected_amounts_land_nearer_the_request_on_the_learned_generator(sg2, in_w, tmp_path, cli_runner):
+    """edit --correct-amounts on shapes-stylegan2 in w: each image's step is rescaled until registration
+    reads the request, so the edits' registration error falls below the calibrated steps' (docs/testbed.md
+    measures it with the factor reader over 16 seeds); the manifest records the flag and the steps used."""
+    import json
+
+    directions, path, _ = in_w
+    low, high = directions.meta["calibration"]["range"]
+    amount = 0.25 * min(-low, high)  # small enough for most seeds' ranges: clamped requests are not corrected
+    seeds, amounts = [0, 1, 2, 3, 4, 5], [-amount, amount]
+    errors = {}
+    for correct in (False, True):
+        plan = EditPlan.build(sg2, directions, seeds=seeds, indices=[0], amounts=amounts, clamp_amounts=True,
+                              correct_amounts=correct)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            batches = render_batches(sg2, directions, plan, 12)
+            sources = render_batches(sg2, directions, EditPlan.build(sg2, directions, seeds=seeds, indices=[0],
+                                                                     alphas=[0.0]), 12)[0].images
+        images = torch.cat([b.images for b in batches])
+        items = [item for b in batches for item in b.items]
+        requested = torch.tensor([item.value for item in items])
+        free = torch.tensor([not item.clamped for item in items])
+        achieved = measure_amounts(sources.repeat_interleave(2, dim=0), images, "shift-x", low=-1.5 * amount,
+                                   high=1.5 * amount, steps=121)
+        errors[correct] = float((achieved - requested)[free].abs().mean())
+    assert int(free.sum()) >= 8 and errors[True] < 0.5 * errors[False]
+    out = tmp_path / "edits"
+    made = invoke(cli_runner, "edit", path, "--seeds", "0-1", "--amounts", f"{-amount},{amount}", "--clamp-amounts",
+                  "--correct-amounts", "--no-strips", "--device", "cpu", "-o", out)
+    assert made.exit_code == 0, made.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["correct_amounts"] is True and "--correct-amounts" in manifest["command"]
+    refused = invoke(cli_runner, "edit", path, "--seeds", "0", "--alphas", "1", "--correct-amounts", "--device",
+                     "cpu", "-o", tmp_path / "refused")
+    assert refused.exit_code == 1 and "--correct-amounts: got True; allowed: only with amounts" in refused.output

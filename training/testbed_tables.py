@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calibration-only", action="store_true",
                         help="only the regressions and their calibrated-shift tables (no matrices)")
     parser.add_argument("--reuse", action="store_true", help="keep direction files made on the same weights")
+    parser.add_argument("--correct-amounts", action="store_true",
+                        help="measure edits whose steps are corrected per image (edit --correct-amounts)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--grids", type=Path, default=None,
                         help="also write each regression direction's edit grid (8 seeds, latent steps) here")
@@ -248,7 +250,8 @@ def calibration_section(name: str, generator: GeneratorAdapter, path: Path, args
     transform = calibration["transform"]
     amounts = [float(a) for a in args.amounts.split(",")] if amounts is None else amounts
     seeds = list(range(args.seeds))
-    tables = measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=True)
+    tables = measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=True,
+                                    correct=args.correct_amounts)
     # shifts in pixels of a 64 px image whatever the output size (px at 64 px = fraction × 64): the issue's
     # 1.5 px goal is stated at 64 px, and shapes-stylegan2 draws 32 px
     side = GOAL_SIDE
