@@ -6,8 +6,8 @@ one image's object 25–45 % more or less than the next (docs/testbed.md, "Why o
 so a global g misses a large request by that fraction of it. With correction on, each edit is
 rendered, its achieved amount measured by registration against the unedited image
 (:func:`latentdirs.measure.measure_amounts`, the measurement the calibration itself was fitted to),
-and its step rescaled by request / achieved — a secant through the origin, where no step achieves
-nothing — for up to :data:`ROUNDS` rounds; the step whose edit came closest is kept.
+and its step rescaled by request / achieved — a secant through the origin, since a zero step achieves
+nothing — for :data:`ROUNDS` rounds; the step whose edit came closest is kept.
 
 This is not Plumerault's method: it costs ``ROUNDS`` more renders and registrations per image, and it
 trusts registration on every image, so it is as good as registration is on the generator's images.
@@ -36,8 +36,8 @@ def corrected_steps(render: Callable[[torch.Tensor], torch.Tensor], steps: torch
     registration, starting from the calibrated ``steps [B]``.
 
     ``render(steps [B]) -> images [B, 3, H, W]`` renders every row moved by its step (step 0: the unedited
-    image). Rows where ``fixed [B]`` (bool) is set — requests clamped to the calibrated range, and zero
-    requests — keep their calibrated step. ``span``: registration searches amounts in ±span.
+    image). Rows where ``fixed [B]`` (bool) is set (requests clamped to the calibrated range) and zero
+    requests keep their calibrated step. ``span``: registration searches amounts in ±span.
     """
     from latentdirs.measure import measure_amounts
 

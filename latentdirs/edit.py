@@ -160,9 +160,10 @@ def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
                                     offsets=None if offsets is None else offsets[positions])
 
     if plan.strengths.correct:
-        # registration searches ±1.5× the largest request, as `measure` does: a wider search on small
-        # objects finds far-off false alignments (the background matched, the object lost)
-        span = 1.5 * float(requested.abs().max()) + 1e-3
+        # registration searches ±1.5× the plan's largest request, as `measure` does (and whatever the batch
+        # holds, so an image's step does not depend on the batch size): a wider search on small objects
+        # finds far-off false alignments (the background matched, the object lost)
+        span = 1.5 * max(abs(v) for v in plan.strengths.values) + 1e-3
         strengths = corrected_steps(lambda steps: render(steps.to(latents)).float().cpu(), strengths, requested,
                                     clamped, directions.meta["calibration"]["transform"], span).to(latents)
     images = render(strengths)
