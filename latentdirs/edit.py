@@ -160,12 +160,12 @@ def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
                                     offsets=None if offsets is None else offsets[positions])
 
     if plan.strengths.correct:
-        # registration searches ±1.5× the plan's largest request, as `measure` does (and whatever the batch
-        # holds, so an image's step does not depend on the batch size): a wider search on small objects
-        # finds far-off false alignments (the background matched, the object lost)
-        span = 1.5 * max(abs(v) for v in plan.strengths.values) + 1e-3
+        from latentdirs.measure import registration_span
+
+        # the span of the plan's requests, not the batch's: an image's step does not depend on the batch size
         strengths = corrected_steps(lambda steps: render(steps.to(latents)).float().cpu(), strengths, requested,
-                                    clamped, directions.meta["calibration"]["transform"], span).to(latents)
+                                    clamped, directions.meta["calibration"]["transform"],
+                                    registration_span(plan.strengths.values)).to(latents)
     images = render(strengths)
     applied = ([_shortest(a) for a in strengths.tolist()] if plan.strengths.calibrated
                else [value for *_, value in batch])

@@ -9,7 +9,7 @@ the best three. Batched over pairs and candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -211,12 +211,20 @@ def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, 
     tables = {}
     for way in ways:
         if way == "registration":
-            span = max(abs(a) for a in amounts) * 1.5 + 1e-3
+            span = registration_span(amounts)
             measured = measure_amounts(source_rows, images, transform, low=-span, high=span, steps=121, ranks=ranks)
         else:
             measured = read_amounts(generator, source_rows, images, transform)
         tables[way] = accuracy_table(requested, measured.cpu(), seed_of, was_clamped)
     return tables
+
+
+def registration_span(amounts: Sequence[float]) -> float:
+    """The half-width of the registration search for edits that request ``amounts``: 1.5× the largest.
+    Shared by ``measure`` and ``edit --correct-amounts`` so the loop reads edits as the measurement does;
+    a wider search on small objects finds far-off false alignments (the background matched, the object
+    lost)."""
+    return 1.5 * max(abs(a) for a in amounts) + 1e-3
 
 
 def _plan(generator: GeneratorAdapter, directions: Directions, **options: Any) -> EditPlan:
