@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, DEVICE, INDEX_SPEC, OPTION
+from latentdirs.cli.params import ALPHA_SPEC, CONTEXT, CORRECT_BY, DEVICE, INDEX_SPEC, OPTION
 
 
 class _InputTransformType(click.ParamType):
@@ -86,8 +86,10 @@ def _input_transform_options(translate: list[float] | None, rotate: float | None
 @click.option("--amounts", type=ALPHA_SPEC, default=None,
               help="Calibrated files: amounts of the factor instead of strengths, e.g. -0.2:0.2:5.")
 @click.option("--clamp-amounts", is_flag=True, help="Clamp amounts beyond the calibrated range (default: refuse).")
-@click.option("--correct-amounts", is_flag=True,
-              help="Calibrated files: correct each image's step by registering its edit (about 6x the renders).")
+@click.option("--correct-amounts", type=CORRECT_BY, default=None, is_flag=False,
+              flag_value="registration", help="Calibrated files: correct each image's step by measuring its edit, "
+              "by registration (--correct-amounts) or the saliency barycentre (one object on a plain background); "
+              "about 6x the renders.")
 @click.option("--class", "classes", multiple=True, metavar="NAME|ID",
               help="Class for conditional generators; repeat for several (one row per class and seed).")
 @click.option("--truncation", type=float, default=None, help="Truncation ψ in (0, 1].")

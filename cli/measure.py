@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTION
+from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, CORRECT_BY, DEVICE, INDEX_SPEC, OPTION
 
 
 @click.command("measure", context_settings=CONTEXT)
@@ -21,21 +21,24 @@ from latentdirs.cli.params import CONTEXT, ALPHA_SPEC, DEVICE, INDEX_SPEC, OPTIO
               help="Class of a conditional generator (default: the class the file was calibrated on).")
 @click.option("--amounts", type=ALPHA_SPEC, default="-0.2:0.2:5", help="Requested amounts.")
 @click.option("--clamp-amounts", is_flag=True, help="Clamp amounts beyond a seed's calibrated range.")
-@click.option("--correct-amounts", is_flag=True, help="Measure edits whose steps are corrected per image "
-              "(edit --correct-amounts).")
+@click.option("--correct-amounts", type=CORRECT_BY, default=None, is_flag=False,
+              flag_value="registration", help="Measure edits whose steps are corrected per image, by registration "
+              "or the saliency barycentre (edit --correct-amounts).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG plot here.")
-@click.option("--by", type=click.Choice(["registration", "factors", "both"]), default="registration",
-              show_default=True, help="Measure edits by registration, by the generator's factor reader "
-                                      "(shapes-*: shift-x, shift-y, zoom), or both.")
+@click.option("--by", type=click.Choice(["registration", "factors", "saliency", "both", "all"]),
+              default="registration", show_default=True,
+              help="Measure edits by registration, by the generator's factor reader (shapes-*: shift-x, shift-y, "
+                   "zoom), by the saliency barycentre (shift-x, shift-y, zoom; one object on a plain background), "
+                   "both registration and the reader, or all three.")
 @click.option("--per-seed", is_flag=True, help="Also print each seed's achieved amount.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--device", type=DEVICE, default="auto")
 def measure_command(directions_path: Path, generator_spec: str | None, generator_options: tuple[tuple[str, Any], ...],
                     seeds: list[int], class_name: str | None, amounts: list[float], clamp_amounts: bool,
-                    correct_amounts: bool, by: str, per_seed: bool,
+                    correct_amounts: str | None, by: str, per_seed: bool,
                     plot: Path | None, as_json: bool, device: str) -> None:
-    """Request each amount on each seed, measure the achieved transform by registration, and report
-    mean and spread per requested amount.
+    """Request each amount on each seed, measure the achieved transform (by registration, or as --by
+    says), and report mean and spread per requested amount.
 
     \b
     Example:
@@ -49,13 +52,13 @@ def measure_command(directions_path: Path, generator_spec: str | None, generator
     generator = generator_from_record(header.get("generator"), spec=generator_spec,
                                       options=dict(generator_options), device=device)
     directions = Directions.load(directions_path, generator=generator)
-    ways = MEASURES if by == "both" else (by,)
+    ways = {"both": ("registration", "factors"), "all": MEASURES}.get(by, (by,))
     tables = measure_calibration_by(generator, directions, seeds=seeds, amounts=amounts, clamp=clamp_amounts,
-                                    ways=ways, class_id=class_name, correct=correct_amounts)
+                                    ways=ways, class_id=class_name, correct=correct_amounts or False)
     calibration = directions.meta["calibration"]
     if as_json:  # one list of rows per way; a single way keeps the plain list older scripts read
         click.echo(json.dumps({way: [row.__dict__ for row in rows] for way, rows in tables.items()}
-                              if by == "both" else [row.__dict__ for row in tables[by]], indent=1))
+                              if len(ways) > 1 else [row.__dict__ for row in tables[by]], indent=1))
     else:
         for way, rows in tables.items():
             click.echo(_table(way, rows, calibration["units"], generator.resolution, per_seed))

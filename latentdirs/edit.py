@@ -165,7 +165,7 @@ def _render(generator: GeneratorAdapter, directions: Directions, plan: EditPlan,
         # the span of the plan's requests, not the batch's: an image's step does not depend on the batch size
         strengths = corrected_steps(lambda steps: render(steps.to(latents)).float().cpu(), strengths, requested,
                                     clamped, directions.meta["calibration"]["transform"],
-                                    registration_span(plan.strengths.values)).to(latents)
+                                    registration_span(plan.strengths.values), by=plan.strengths.correct).to(latents)
     images = render(strengths)
     applied = ([_shortest(a) for a in strengths.tolist()] if plan.strengths.calibrated
                else [value for *_, value in batch])

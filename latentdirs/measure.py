@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from latentdirs.errors import check_count, invalid
+from latentdirs.saliency import SALIENCY_TRANSFORMS, saliency_amounts
 from latentdirs.transforms import gaussian_blur, get_transform
 
 if TYPE_CHECKING:  # only annotations: measure is imported by the modules that hold these types
@@ -108,8 +109,8 @@ def accuracy_table(requested: torch.Tensor, achieved: torch.Tensor, seeds: torch
 #: how the factor reader measures a transform: the factor it reads, and whether the amount is a ratio − 1
 READER_MEASURES: dict[str, tuple[str, bool]] = {"shift-x": ("x", False), "shift-y": ("y", False),
                                                 "zoom": ("scale", True)}
-#: the ways :func:`measure_calibration` can measure an edit
-MEASURES = ("registration", "factors")
+#: the ways :func:`measure_calibration` can measure an edit (saliency: :mod:`latentdirs.saliency`)
+MEASURES = ("registration", "factors", "saliency")
 
 
 def read_amounts(generator: GeneratorAdapter, sources: torch.Tensor, edited: torch.Tensor,
@@ -122,11 +123,11 @@ def read_amounts(generator: GeneratorAdapter, sources: torch.Tensor, edited: tor
 
     if transform not in READER_MEASURES:
         raise invalid("transform", transform, f"{', '.join(READER_MEASURES)} (the transforms the factor reader "
-                      "measures)", "measure it by registration")
+                      "measures)", "Measure it by registration")
     before = generator.read_factors(sources)
     if before is None:
         raise invalid("generator", generator.spec, "a generator that reads its images' factors (shapes-dcgan, "
-                      "shapes-stylegan2)", "measure by registration", cls=NotSupportedError)
+                      "shapes-stylegan2)", "Measure it by registration", cls=NotSupportedError)
     after = generator.read_factors(edited)
     name, ratio = READER_MEASURES[transform]
     return after[name] / before[name] - 1 if ratio else after[name] - before[name]
@@ -144,9 +145,10 @@ def probe_amounts(calibration: dict) -> list[float] | None:
 def measure_calibration(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int], amounts: list[float],
                         clamp: bool = False, batch_size: int = 32, by: str = "registration",
                         class_id: int | str | None = None, ranks: Ranks | None = None,
-                        correct: bool = False) -> list[AccuracyRow]:
+                        correct: bool | str = False) -> list[AccuracyRow]:
     """For a calibrated direction file: request each amount on each seed and measure what was achieved,
-    ``by`` registration or by the generator's factor reader (``"factors"``, :func:`read_amounts`).
+    ``by`` registration, by the generator's factor reader (``"factors"``, :func:`read_amounts`) or by the
+    saliency barycentre (``"saliency"``, :func:`latentdirs.saliency.saliency_amounts`).
     ``class_id``: the class a conditional generator renders (default: the class the file was calibrated
     on, else class 0). ``ranks`` (torchrun): shared by the ranks, see :func:`measure_calibration_by`.
 
@@ -168,10 +170,11 @@ def calibrated_class(generator: GeneratorAdapter, directions: Directions, class_
 def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, *, seeds: list[int],
                            amounts: list[float], clamp: bool = False, batch_size: int = 32,
                            ways: tuple[str, ...] = MEASURES, class_id: int | str | None = None,
-                           ranks: Ranks | None = None, correct: bool = False) -> dict[str, list[AccuracyRow]]:
+                           ranks: Ranks | None = None, correct: bool | str = False) -> dict[str, list[AccuracyRow]]:
     """:func:`measure_calibration` for several ways of measuring the same edits (rendered once):
     ``{way: rows}`` for each of ``ways`` (:data:`MEASURES`). ``correct``: each edit's step corrected by
-    measuring it (:mod:`latentdirs.correction`, ``edit --correct-amounts``).
+    measuring it (:mod:`latentdirs.correction`, ``edit --correct-amounts``): ``True`` by registration, or
+    the name of the measurement (``"saliency"``).
 
     The unedited sources (one image per seed) and the edits (seed-major, each seed's amounts in order)
     are rendered in batches of ``batch_size``, as :func:`~latentdirs.edit.traverse` renders them.
@@ -189,7 +192,10 @@ def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, 
     transform = calibration["transform"]
     if "factors" in ways and transform not in READER_MEASURES:  # refused before any rendering
         raise invalid("transform", transform, f"{', '.join(READER_MEASURES)} (the transforms the factor reader "
-                      "measures)", "measure it by registration")
+                      "measures)", "Measure it by registration")
+    if "saliency" in ways and transform not in SALIENCY_TRANSFORMS:
+        raise invalid("transform", transform, f"{', '.join(SALIENCY_TRANSFORMS)} (the transforms the saliency "
+                      "barycentre measures)", "Measure it by registration")
     classes = calibrated_class(generator, directions, class_id)
     with torch.no_grad():
         sources = torch.cat([batch.images for batch in render_batches(
@@ -213,6 +219,8 @@ def measure_calibration_by(generator: GeneratorAdapter, directions: Directions, 
         if way == "registration":
             span = registration_span(amounts)
             measured = measure_amounts(source_rows, images, transform, low=-span, high=span, steps=121, ranks=ranks)
+        elif way == "saliency":
+            measured = saliency_amounts(source_rows, images, transform)
         else:
             measured = read_amounts(generator, source_rows, images, transform)
         tables[way] = accuracy_table(requested, measured.cpu(), seed_of, was_clamped)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import torch
 
+from latentdirs.correction import CORRECTION_MEASURES
 from latentdirs.errors import invalid
 from latentdirs.latent_file import Latents, check_mapping
 
@@ -221,22 +222,25 @@ class Strengths:
     """The columns of every grid: ``alphas`` (latent steps), or calibrated ``amounts`` of the factor.
 
     ``clamp`` (calibrated only): a request that leaves a row's calibrated range is clamped to it (and the
-    manifest says so) instead of refused. ``correct`` (calibrated only): each image's step is corrected
-    by measuring its edit (:mod:`latentdirs.correction`), not taken from the calibration alone.
+    manifest says so) instead of refused. ``correct`` (calibrated only): the measurement — ``"registration"``
+    or ``"saliency"`` — by which each image's step is corrected (:mod:`latentdirs.correction`) instead of
+    taken from the calibration alone; ``None``: not corrected.
     """
 
     values: tuple[float, ...]
     calibrated: bool = False
     clamp: bool = False
-    correct: bool = False
+    correct: str | None = None
 
     def __post_init__(self) -> None:
         if not self.values:
             raise invalid(self.key, [], "at least one strength", "e.g. --alphas -3:3:7")
         if self.clamp and not self.calibrated:
             raise invalid("clamp_amounts", True, "only with amounts (a calibrated edit)", "Drop --clamp-amounts")
+        if self.correct is not None and self.correct not in CORRECTION_MEASURES:
+            raise invalid("correct_by", self.correct, " or ".join(map(repr, CORRECTION_MEASURES)))
         if self.correct and not self.calibrated:
-            raise invalid("correct_amounts", True, "only with amounts (a calibrated edit)",
+            raise invalid("correct_amounts", self.correct, "only with amounts (a calibrated edit)",
                           "Drop --correct-amounts, or give --amounts with a calibrated direction file")
 
     @property
@@ -249,7 +253,8 @@ class Strengths:
 
     def command_words(self) -> list[str]:
         words = [f"--{self.key}", ",".join(repr(value) for value in self.values)]  # repr: shortest exact
-        return words + (["--clamp-amounts"] if self.clamp else []) + (["--correct-amounts"] if self.correct else [])
+        words += ["--clamp-amounts"] if self.clamp else []
+        return words + (["--correct-amounts", self.correct] if self.correct else [])
 
 
 @dataclass(frozen=True)
@@ -283,7 +288,7 @@ class EditPlan:
     def build(cls, generator: GeneratorAdapter, directions: Directions, *, seeds: Sequence[int] | None = None,
               rows: RowSource | Latents | None = None, indices: Sequence[int] | None = None,
               alphas: Sequence[float] | None = None, amounts: Sequence[float] | None = None,
-              clamp_amounts: bool = False, correct_amounts: bool = False,
+              clamp_amounts: bool = False, correct_amounts: bool | str = False,
               classes: Sequence[int | str] | int | str | None = None,
               truncation: float | None = None, layers: Sequence[int] | None = None,
               allow_other_generator: bool = False) -> "EditPlan":
@@ -291,7 +296,8 @@ class EditPlan:
 
         Exactly one of ``seeds`` / ``rows`` (a row source, or a :class:`~latentdirs.latent_file.Latents`,
         taken as :class:`LatentRows`) and at most one of ``alphas`` / ``amounts`` (default: alphas −3 … 3);
-        ``indices`` default to the first five directions; ``classes`` are names or ids.
+        ``indices`` default to the first five directions; ``classes`` are names or ids;
+        ``correct_amounts``: ``True`` (by registration) or the measurement's name, ``"saliency"``.
         With :class:`LatentRows` rows: no ``classes`` means each row's recorded class (when the file
         records them), and no ``truncation`` means the one the latents were inverted with.
         """
@@ -304,7 +310,8 @@ class EditPlan:
         source = rows if rows is not None else SeedRows(tuple(int(s) for s in seeds))  # type: ignore[union-attr]
         calibrated = amounts is not None
         strengths = Strengths(tuple(float(v) for v in (amounts if calibrated else alphas or DEFAULT_ALPHAS)),
-                              calibrated=calibrated, clamp=bool(clamp_amounts), correct=bool(correct_amounts))
+                              calibrated=calibrated, clamp=bool(clamp_amounts),
+                              correct="registration" if correct_amounts is True else (correct_amounts or None))
         chosen = list(range(min(DEFAULT_INDEX_COUNT, len(directions)))) if indices is None else list(indices)
         own_classes = (isinstance(source, LatentRows) and source.classes is not None and generator.conditional
                        and (classes is None or (not isinstance(classes, (int, str)) and not list(classes))))
@@ -395,7 +402,7 @@ class EditPlan:
         if self.row_classes:
             described["row_classes"] = True
         if self.strengths.correct:  # only when on: manifests of plain edits keep their fields
-            described["correct_amounts"] = True
+            described["correct_amounts"] = self.strengths.correct
         return described
 
     def command_words(self) -> list[str] | None:

@@ -55,9 +55,48 @@ def test_a_step_is_not_pushed_past_three_times_the_calibrated_one():
     assert float(found[0]) == pytest.approx(0.3)
 
 
+@pytest.mark.parametrize("by", ["registration", "saliency"])
+def test_a_saturating_response_is_met_by_interpolating_between_short_and_long_steps(by):
+    """Each image moves ``gain · tanh(step / 0.2) · 0.2``: a secant through the origin keeps overshooting
+    or falling short near saturation; once a step is known on each side of the request the correction
+    interpolates between them, so every request is met to well under a pixel of this 32 px image."""
+    def saturating(steps: torch.Tensor) -> torch.Tensor:
+        return _blobs(0.2 * torch.tanh(steps / 0.2))
+
+    requested = torch.tensor([0.07, -0.12, 0.08, 0.1, -0.09])
+    found = corrected_steps(saturating, requested.clone(), requested, torch.zeros(5, dtype=torch.bool), "shift-x",
+                            span=0.3, by=by)
+    achieved = GAINS * 0.2 * torch.tanh(found / 0.2)  # the render's own known answer, not a measurement
+    assert float((achieved - requested).abs().max()) * SIDE < 0.5
+
+
+def test_saliency_steers_to_the_known_answer_where_the_object_changes_colour():
+    """The disc turns from bright to dark as it moves (so a moved copy of the source matches the edit
+    worse than a mismatch): registration misreads the edit, the saliency barycentre follows the disc."""
+    def turning(steps: torch.Tensor) -> torch.Tensor:
+        images = _blobs(steps)
+        flip = (steps.view(-1, 1, 1, 1) != 0).float()
+        return images * (1 - 2 * flip) * torch.tensor([1.0, -1.0, 1.0]).view(1, 3, 1, 1) ** flip
+
+    requested = torch.tensor([0.12, -0.12, 0.08])
+    calibrated = requested.clone()
+    fixed = torch.zeros(3, dtype=torch.bool)
+    found = corrected_steps(turning, calibrated, requested, fixed, "shift-x", span=0.3, by="saliency")
+    torch.testing.assert_close(found, requested / GAINS[:3], rtol=0.03, atol=0.0)
+    misled = corrected_steps(turning, calibrated, requested, fixed, "shift-x", span=0.3, by="registration")
+    assert float((misled - requested / GAINS[:3]).abs().max()) > 0.03
+
+
 def test_correction_without_calibrated_amounts_is_refused_in_one_line():
-    with pytest.raises(InvalidValueError, match=r"^correct_amounts: got True; allowed: only with amounts \(a "
-                                                r"calibrated edit\)\. Drop --correct-amounts"):
-        Strengths((1.0, 2.0), calibrated=False, correct=True)
-    words = Strengths((0.1,), calibrated=True, clamp=True, correct=True).command_words()
-    assert words == ["--amounts", "0.1", "--clamp-amounts", "--correct-amounts"]
+    with pytest.raises(InvalidValueError, match=r"^correct_amounts: got 'registration'; allowed: only with amounts "
+                                                r"\(a calibrated edit\)\. Drop --correct-amounts"):
+        Strengths((1.0, 2.0), calibrated=False, correct="registration")
+    with pytest.raises(InvalidValueError, match=r"^correct_by: got 'centroid'; allowed: 'registration' or 'saliency'$"):
+        Strengths((0.1,), calibrated=True, correct="centroid")
+    with pytest.raises(InvalidValueError, match=r"^correct_by: got 'centroid'; allowed: 'registration' or 'saliency'$"):
+        corrected_steps(_blobs, torch.ones(1), torch.ones(1), torch.zeros(1, dtype=torch.bool), "shift-x", span=0.3,
+                        by="centroid")
+    words = Strengths((0.1,), calibrated=True, clamp=True, correct="registration").command_words()
+    assert words == ["--amounts", "0.1", "--clamp-amounts", "--correct-amounts", "registration"]
+    words = Strengths((0.1,), calibrated=True, correct="saliency").command_words()
+    assert words == ["--amounts", "0.1", "--correct-amounts", "saliency"]

@@ -171,7 +171,16 @@ def test_corrected_amounts_land_nearer_the_request_on_the_learned_generator(sg2,
                   "--correct-amounts", "--no-strips", "--device", "cpu", "-o", out)
     assert made.exit_code == 0, made.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["correct_amounts"] is True and "--correct-amounts" in manifest["command"]
+    assert manifest["correct_amounts"] == "registration" and "--correct-amounts registration" in manifest["command"]
+    by_saliency = invoke(cli_runner, "edit", path, "--seeds", "0-1", "--amounts", f"{-amount},{amount}",
+                         "--clamp-amounts", "--correct-amounts", "saliency", "--no-strips", "--device", "cpu",
+                         "-o", tmp_path / "saliency")
+    assert by_saliency.exit_code == 0, by_saliency.output
+    assert json.loads((tmp_path / "saliency" / "manifest.json").read_text())["correct_amounts"] == "saliency"
     refused = invoke(cli_runner, "edit", path, "--seeds", "0", "--alphas", "1", "--correct-amounts", "--device",
                      "cpu", "-o", tmp_path / "refused")
-    assert refused.exit_code == 1 and "--correct-amounts: got True; allowed: only with amounts" in refused.output
+    assert refused.exit_code == 1
+    assert "--correct-amounts: got 'registration'; allowed: only with amounts" in refused.output
+    unknown = invoke(cli_runner, "edit", path, "--seeds", "0", "--amounts", "0.01", "--correct-amounts", "centroid",
+                     "--device", "cpu", "-o", tmp_path / "unknown")
+    assert unknown.exit_code == 2 and "'centroid' is not one of 'registration', 'saliency'" in unknown.output

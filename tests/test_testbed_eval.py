@@ -145,7 +145,7 @@ def test_measure_by_factor_reader_on_shapes_dcgan(shapes):
     vector = torch.nn.functional.normalize(torch.randn(shapes.z_dim, generator=torch.Generator().manual_seed(0)), dim=0)
     directions = _calibrated(shapes, vector)
     tables = measure_calibration_by(shapes, directions, seeds=[0, 1, 2], amounts=[-0.1, 0.0, 0.1], clamp=True)
-    assert set(tables) == {"registration", "factors"}
+    assert set(tables) == {"registration", "factors", "saliency"}
     for rows in tables.values():
         assert [r.requested for r in rows] == pytest.approx([-0.1, 0.0, 0.1])
         assert all(r.count == 3 and len(r.values) == 3 and r.seeds == [0, 1, 2] for r in rows)
@@ -197,6 +197,12 @@ def test_cli_measure_by_both_with_seeds_and_evaluate_refuses_factors_where_none(
     as_json = invoke(cli_runner, "measure", path, "--seeds", "0", "--amounts", "0.05", "--by", "both", "--json",
                      "--clamp-amounts", "--device", "cpu")
     assert set(json.loads(as_json.output)) == {"registration", "factors"}
+    every = invoke(cli_runner, "measure", path, "--seeds", "0-1", "--amounts", "0.05", "--by", "all", "--json",
+                   "--clamp-amounts", "--device", "cpu")
+    readings = json.loads(every.output)
+    assert set(readings) == {"registration", "factors", "saliency"}
+    # three instruments, one edit: the reader and the barycentre read the same object's move
+    assert readings["saliency"][0]["mean"] == pytest.approx(readings["factors"][0]["mean"], abs=0.03)
     faces = tmp_path / "faces.safetensors"
     from latentdirs.registry import load_generator
 
@@ -206,3 +212,22 @@ def test_cli_measure_by_both_with_seeds_and_evaluate_refuses_factors_where_none(
     refused = invoke(cli_runner, "evaluate", faces, "--factors", "yes", "--pairs", "50", "--vp-seeds", "1",
                      "--device", "cpu")
     assert refused.exit_code == 1 and "read_factors" in refused.output
+
+
+def test_reachable_amounts_stop_at_the_edge_of_the_scenes_range(shapes):
+    """testbed_tables' fair target: a request is kept where it leaves the object inside the renderer's range
+    (x within ±0.35), cut to that edge where it does not; zoom keeps the scale within 0.08 … 0.16."""
+    from training.testbed_tables import reachable_amounts
+
+    vector = torch.nn.functional.normalize(torch.randn(shapes.z_dim, generator=torch.Generator().manual_seed(2)), dim=0)
+    directions = _calibrated(shapes, vector)
+    seeds = [0, 1, 2, 3]
+    requested = torch.tensor([-1.0, 0.0, 0.01, 1.0])
+    reach = reachable_amounts(shapes, directions, seeds, requested, "shift-x")
+    assert reach.shape == (4, 4) and torch.equal(reach[1], torch.zeros(4))
+    assert torch.equal(reach[2], torch.full((4,), 0.01))
+    start = -0.35 - reach[0]  # the furthest move left ends at the edge, so the start is recovered
+    torch.testing.assert_close(start + reach[3], torch.full((4,), 0.35))
+    assert bool((start.abs() < 0.35).all())
+    zoom = reachable_amounts(shapes, directions, seeds, torch.tensor([-0.9, 5.0]), "zoom")
+    assert bool((zoom[0] > -0.9).all() and (zoom[1] < 5.0).all())

@@ -99,6 +99,14 @@ def measure(generator, reader: FactorReader, n: int) -> tuple[dict, torch.Tensor
     generated = torch.cat([generator.synthesize(chunk).float().cpu() for chunk in z.split(250)])
     real_a, _ = scenes.render_scenes(n, seed=REAL_SEEDS[0])
     real_b, _ = scenes.render_scenes(n, seed=REAL_SEEDS[1])
+    side = generated.shape[-1]
+    if side != scenes.RESOLUTION:  # a 32 px generator: real scenes at its size (area), all read at 64 px
+        def as_read(images: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(images, size=scenes.RESOLUTION, mode="bilinear",
+                                                   align_corners=False, antialias=True)
+
+        real_a, real_b = (torch.nn.functional.adaptive_avg_pool2d(r, side) for r in (real_a, real_b))
+        generated, real_a, real_b = as_read(generated.clamp(-1, 1)), as_read(real_a), as_read(real_b)
     feat_g, read_g = features_and_factors(reader, generated)
     feat_a, read_a = features_and_factors(reader, real_a)
     feat_b, _ = features_and_factors(reader, real_b)
@@ -151,8 +159,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def load(spec: str):
-    """A generator spec through the registry, or a DCGAN ``.safetensors`` file (a training export)."""
+    """A generator spec through the registry, or a training export (``.safetensors``): a StyleGAN2 one (its
+    metadata says ``latentdirs-stylegan2``) as shapes-stylegan2 reads it, anything else as a DCGAN."""
     if spec.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(spec, "pt") as handle:
+            stylegan2 = (handle.metadata() or {}).get("format") == "latentdirs-stylegan2"
+        if stylegan2:
+            from latentdirs.generators.shapes_stylegan2 import ShapesStyleGAN2Adapter
+            from latentdirs.generators.stylegan2.loaders import read_checkpoint
+
+            config, state, source_format = read_checkpoint(Path(spec))
+            return ShapesStyleGAN2Adapter(config, state, spec="shapes-stylegan2", source_format=source_format,
+                                          device="cpu")
         from latentdirs.generators.shapes import ShapesDCGANAdapter, _read_state
 
         return ShapesDCGANAdapter(spec="shapes-dcgan", state=_read_state(Path(spec)), device="cpu")

@@ -51,6 +51,7 @@ from training.common import add_run_arguments, run, export_safetensors, load_sta
 Z_DIM = 64
 MAPPING_LAYERS = 2
 MAX_CHANNELS = 128
+MIN_CHANNELS = 16
 RESOLUTION = 32
 R1_INTERVAL = 16
 MIXING_PROBABILITY = 0.9
@@ -64,10 +65,10 @@ NAME = "shapes-stylegan2"
 
 # ---------------------------------------------------------------------- networks
 def generator_config(resolution: int = RESOLUTION, *, z_dim: int = Z_DIM, max_channels: int = MAX_CHANNELS,
-                     mapping_layers: int = MAPPING_LAYERS) -> StyleGAN2Config:
-    """Channels ``max_channels`` at 4 and 8 px, halved at every finer resolution (at least 16)."""
+                     min_channels: int = MIN_CHANNELS, mapping_layers: int = MAPPING_LAYERS) -> StyleGAN2Config:
+    """Channels ``max_channels`` at 4 and 8 px, halved at every finer resolution (at least ``min_channels``)."""
     resolutions = [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]
-    channels = {r: max(16, max_channels // max(1, r // 8)) for r in resolutions}
+    channels = {r: max(min_channels, max_channels // max(1, r // 8)) for r in resolutions}
     return StyleGAN2Config(z_dim=z_dim, w_dim=z_dim, c_dim=0, img_resolution=resolution, img_channels=3,
                            channels=channels, mapping_layers=mapping_layers, architecture="skip",
                            conv_clamp=None, mapping_lr=0.01)
@@ -256,7 +257,7 @@ def make_optimisers(generator: nn.Module, discriminator: nn.Module) -> tuple[tor
 def build(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     config = generator_config(args.resolution, z_dim=args.z_dim, max_channels=args.channels,
-                              mapping_layers=args.mapping_layers)
+                              min_channels=args.min_channels, mapping_layers=args.mapping_layers)
     generator, discriminator = StyleGAN2Generator(config), Discriminator(config)
     optimiser_g, optimiser_d = make_optimisers(generator, discriminator)
     parts = {"generator": generator, "discriminator": discriminator, "average": copy.deepcopy(generator),
@@ -319,7 +320,8 @@ def export(args: argparse.Namespace) -> None:
         "conv_clamp": "none" if config.conv_clamp is None else str(config.conv_clamp),
         "what": f"{NAME}: StyleGAN2 generator (G_ema) trained on latentdirs.scenes, NVlabs parameter names",
         "recipe": f"training/train_stylegan2.py --resolution {args.resolution} --z-dim {args.z_dim} "
-                  f"--channels {args.channels} --mapping-layers {args.mapping_layers} --batch {args.batch} "
+                  f"--channels {args.channels} --min-channels {args.min_channels} "
+                  f"--mapping-layers {args.mapping_layers} --batch {args.batch} "
                   f"--gamma {r1_gamma(args):g} --seed {args.seed}; exported at step {parts['step']} (EMA)",
         "step": str(parts["step"])})
 
@@ -331,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=RESOLUTION, choices=(8, 16, 32, 64))
     parser.add_argument("--z-dim", type=int, default=Z_DIM)
     parser.add_argument("--channels", type=int, default=MAX_CHANNELS, help="channels at 4 and 8 px")
+    parser.add_argument("--min-channels", type=int, default=MIN_CHANNELS,
+                        help="channels at the finest resolutions (the halving stops there)")
     parser.add_argument("--mapping-layers", type=int, default=MAPPING_LAYERS)
     parser.add_argument("--gamma", type=float, default=None, help="R1 weight (default 0.0002·R²/batch)")
     add_run_arguments(parser, out="out/train-stylegan2")
