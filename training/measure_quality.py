@@ -12,6 +12,11 @@ features, beside the same distance between the two real sets (the floor that sam
 Rotation is compared as the fraction of the shape's symmetry period, ``θ·k / 2π`` in [0, 1), over the
 images read as non-round shapes. Writes ``quality.json`` and ``quality.md`` into ``--out`` and, with
 ``--grids``, sample grids of generated and real images.
+
+A generator drawing fewer than 64 px (shapes-stylegan2: 32) is compared with real scenes area-downsampled
+to its size, and every image is resized back to 64 px for the reader, as its ``read_factors`` does.
+``--generator`` also takes a training export (``FILE.safetensors``: a StyleGAN2 one from
+``training/train_stylegan2.py``, else a DCGAN), so a run can be judged before it is shipped.
 """
 
 from __future__ import annotations
