@@ -30,7 +30,7 @@ ROUNDS = 3
 #: a corrected step stays within this factor of the calibrated one (same sign): a registration that locked
 #: onto something else must not send the edit far off the calibrated range
 MAX_FACTOR = 3.0
-#: the measurements a correction can steer by (``edit --correct-by``)
+#: the measurements a correction can steer by (``edit --correct-amounts [BY]``)
 CORRECTION_MEASURES = ("registration", "saliency")
 #: registration grid points over the search span (the calibration's recalibration uses 31; finer here,
 #: since these readings set the final step)
@@ -47,7 +47,7 @@ def corrected_steps(render: Callable[[torch.Tensor], torch.Tensor], steps: torch
     requests keep their calibrated step. ``span``: registration searches amounts in ±span.
     """
     if by not in CORRECTION_MEASURES:
-        raise invalid("correct_by", by, " or ".join(map(repr, CORRECTION_MEASURES)))
+        raise invalid("by", by, " or ".join(map(repr, CORRECTION_MEASURES)))
     steps = steps.detach().float().cpu()
     requested = requested.detach().float().cpu()
     active = ~fixed.cpu() & (requested != 0) & (steps != 0)

@@ -238,7 +238,8 @@ class Strengths:
         if self.clamp and not self.calibrated:
             raise invalid("clamp_amounts", True, "only with amounts (a calibrated edit)", "Drop --clamp-amounts")
         if self.correct is not None and self.correct not in CORRECTION_MEASURES:
-            raise invalid("correct_by", self.correct, " or ".join(map(repr, CORRECTION_MEASURES)))
+            raise invalid("correct_amounts", self.correct,
+                          " or ".join(map(repr, CORRECTION_MEASURES)) + " (True: registration)")
         if self.correct and not self.calibrated:
             raise invalid("correct_amounts", self.correct, "only with amounts (a calibrated edit)",
                           "Drop --correct-amounts, or give --amounts with a calibrated direction file")

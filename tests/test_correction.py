@@ -91,9 +91,10 @@ def test_correction_without_calibrated_amounts_is_refused_in_one_line():
     with pytest.raises(InvalidValueError, match=r"^correct_amounts: got 'registration'; allowed: only with amounts "
                                                 r"\(a calibrated edit\)\. Drop --correct-amounts"):
         Strengths((1.0, 2.0), calibrated=False, correct="registration")
-    with pytest.raises(InvalidValueError, match=r"^correct_by: got 'centroid'; allowed: 'registration' or 'saliency'$"):
+    with pytest.raises(InvalidValueError, match=r"^correct_amounts: got 'centroid'; allowed: 'registration' or "
+                                                r"'saliency' \(True: registration\)$"):
         Strengths((0.1,), calibrated=True, correct="centroid")
-    with pytest.raises(InvalidValueError, match=r"^correct_by: got 'centroid'; allowed: 'registration' or 'saliency'$"):
+    with pytest.raises(InvalidValueError, match=r"^by: got 'centroid'; allowed: 'registration' or 'saliency'$"):
         corrected_steps(_blobs, torch.ones(1), torch.ones(1), torch.zeros(1, dtype=torch.bool), "shift-x", span=0.3,
                         by="centroid")
     words = Strengths((0.1,), calibrated=True, clamp=True, correct="registration").command_words()

@@ -16,6 +16,22 @@ KEPT_FIELDS = ("schema", "schema_version", "seeds", "indices", "alphas", "amount
 KEPT_IMAGE_FIELDS = ("file", "kind", "index", "seed", "class", "alphas", "amounts")
 
 
+def _assert_same_image(written: Path, golden: Path) -> None:
+    """The same bytes — or, where this CPU's float kernels round differently from the machine that wrote the
+    goldens (an AVX-512/AMX Xeon turned one pixel of the demo's grid by one level), the same pixels but for
+    a few one-level roundings: at most one level anywhere and on at most 0.1 % of the values. Any change
+    of the rendering itself moves far more."""
+    if written.read_bytes() == golden.read_bytes():
+        return
+    import numpy as np
+    from PIL import Image
+
+    new, old = (np.asarray(Image.open(path)).astype(np.int16) for path in (written, golden))
+    assert new.shape == old.shape, written.name
+    differ = np.abs(new - old)
+    assert differ.max() <= 1 and (differ > 0).mean() <= 1e-3, (written.name, int(differ.max()), int((differ > 0).sum()))
+
+
 def _faces_file() -> Path:
     from importlib import resources
 
@@ -33,7 +49,7 @@ def test_edit_matches_golden(name, tmp_path):
     assert written == expected
     for relative in expected:
         if relative.endswith(".png"):
-            assert (tmp_path / relative).read_bytes() == (golden / relative).read_bytes(), relative
+            _assert_same_image(tmp_path / relative, golden / relative)
     new, old = (json.loads((folder / "manifest.json").read_text()) for folder in (tmp_path, golden))
     for field in KEPT_FIELDS:
         assert new.get(field) == old.get(field), field

@@ -231,3 +231,17 @@ def test_reachable_amounts_stop_at_the_edge_of_the_scenes_range(shapes):
     assert bool((start.abs() < 0.35).all())
     zoom = reachable_amounts(shapes, directions, seeds, torch.tensor([-0.9, 5.0]), "zoom")
     assert bool((zoom[0] > -0.9).all() and (zoom[1] < 5.0).all())
+
+
+def test_saliency_refuses_a_transform_it_does_not_measure_before_rendering(shapes):
+    vector = torch.nn.functional.normalize(torch.randn(shapes.z_dim, generator=torch.Generator().manual_seed(3)), dim=0)
+    knots_x = torch.linspace(-5, 5, 11)
+    brighter = Directions.from_method(vector.unsqueeze(0), None, generator=shapes, method="regression", options={},
+                                      space="z", calibration={"knots_x": knots_x, "knots_y": 0.05 * knots_x},
+                                      calibration_meta={"kind": "monotone-piecewise-linear", "transform": "brightness",
+                                                        "factor": "brightness", "units": "intensity on [-1, 1]",
+                                                        "range": [-0.25, 0.25]})
+    with pytest.raises(InvalidValueError, match=r"^transform: got 'brightness'; allowed: shift-x, shift-y, zoom \(the "
+                                                r"transforms the saliency barycentre measures\)\. Measure it by "
+                                                r"registration$"):
+        measure_calibration_by(shapes, brighter, seeds=[0], amounts=[0.1], ways=("saliency",))
