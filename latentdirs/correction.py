@@ -24,6 +24,8 @@ from typing import Callable
 import torch
 
 from latentdirs.errors import invalid
+from latentdirs.measure import IMAGE_MEASURES, amounts_by
+from latentdirs.saliency import FADED
 
 #: correction rounds after the calibrated step (each: one render and one measurement per image)
 ROUNDS = 3
@@ -31,7 +33,7 @@ ROUNDS = 3
 #: onto something else must not send the edit far off the calibrated range
 MAX_FACTOR = 3.0
 #: the measurements a correction can steer by (``edit --correct-amounts [BY]``)
-CORRECTION_MEASURES = ("registration", "saliency")
+CORRECTION_MEASURES = IMAGE_MEASURES
 #: registration grid points over the search span (the calibration's recalibration uses 31; finer here,
 #: since these readings set the final step)
 GRID = 121
@@ -86,15 +88,10 @@ def corrected_steps(render: Callable[[torch.Tensor], torch.Tensor], steps: torch
 
 
 def _measure(sources: torch.Tensor, transform: str, span: float, by: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``edited [B, 3, H, W] -> achieved [B]`` (CPU float) against ``sources``, measured ``by``."""
-    if by == "saliency":
-        from latentdirs.saliency import FADED, saliency_amounts
-
-        return lambda edited: saliency_amounts(sources, edited, transform, faded=FADED).float().cpu()
-    from latentdirs.measure import measure_amounts
-
-    return lambda edited: measure_amounts(sources, edited, transform, low=-span, high=span,
-                                          steps=GRID).float().cpu()
+    """``edited [B, 3, H, W] -> achieved [B]`` (CPU float) against ``sources``, measured ``by``; a faded
+    object (saliency) gives no reading rather than a wrong one."""
+    return lambda edited: amounts_by(by, sources, edited, transform, span=span, steps=GRID,
+                                     faded=FADED).float().cpu()
 
 
 __all__ = ["CORRECTION_MEASURES", "GRID", "MAX_FACTOR", "ROUNDS", "corrected_steps"]

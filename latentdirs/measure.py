@@ -54,6 +54,22 @@ def measure_amounts(sources: torch.Tensor, edited: torch.Tensor, transform: str,
     return torch.cat(parts).to(sources.device) if parts else torch.empty(0, dtype=sources.dtype, device=sources.device)
 
 
+#: the measurements that need nothing but the two images (``by`` of :func:`amounts_by`)
+IMAGE_MEASURES = ("registration", "saliency")
+
+
+def amounts_by(by: str, sources: torch.Tensor, edited: torch.Tensor, transform: str, *, span: float, steps: int,
+               faded: float = 0.0) -> torch.Tensor:
+    """Achieved amounts ``[N]`` between ``sources`` and ``edited`` ``[N, C, H, W]``, measured ``by``
+    registration (:func:`measure_amounts`, searching ±``span`` on ``steps`` grid points) or by the saliency
+    barycentre (:func:`latentdirs.saliency.saliency_amounts`, ``faded`` as it takes it)."""
+    if by == "saliency":
+        return saliency_amounts(sources, edited, transform, faded=faded)
+    if by != "registration":
+        raise invalid("by", by, " or ".join(map(repr, IMAGE_MEASURES)))
+    return measure_amounts(sources, edited, transform, low=-span, high=span, steps=steps)
+
+
 def _register(sources: torch.Tensor, edited: torch.Tensor, transform: str, *, low: float, high: float, steps: int,
               sigma: float) -> torch.Tensor:
     """:func:`measure_amounts` for one chunk: grid search over the amounts, refined by a parabola."""
