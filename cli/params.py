@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from latentdirs.correction import CORRECTION_MEASURES
+from latentdirs.measure import IMAGE_MEASURES
 from latentdirs.devices import DEVICE_CHOICES
 from latentdirs.errors import SpecError
 from latentdirs.specs import parse_alphas, parse_index_spec, parse_option, parse_strength_range
@@ -35,7 +35,7 @@ STRENGTH_RANGE = _SpecType("[LOW:]HIGH", parse_strength_range)
 #: one choice list for every command, from the library (case-insensitive, as resolve_device is)
 DEVICE = click.Choice(list(DEVICE_CHOICES), case_sensitive=False)
 #: the measurements ``--correct-amounts [BY]`` steers by (edit and measure)
-CORRECT_BY = click.Choice(list(CORRECTION_MEASURES))
+CORRECT_BY = click.Choice(list(IMAGE_MEASURES))
 #: click settings every command shares
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 

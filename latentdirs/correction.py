@@ -32,8 +32,6 @@ ROUNDS = 3
 #: a corrected step stays within this factor of the calibrated one (same sign): a registration that locked
 #: onto something else must not send the edit far off the calibrated range
 MAX_FACTOR = 3.0
-#: the measurements a correction can steer by (``edit --correct-amounts [BY]``)
-CORRECTION_MEASURES = IMAGE_MEASURES
 #: registration grid points over the search span (the calibration's recalibration uses 31; finer here,
 #: since these readings set the final step)
 GRID = 121
@@ -42,21 +40,24 @@ GRID = 121
 def corrected_steps(render: Callable[[torch.Tensor], torch.Tensor], steps: torch.Tensor, requested: torch.Tensor,
                     fixed: torch.Tensor, transform: str, span: float, by: str = "registration") -> torch.Tensor:
     """Steps ``[B]`` along the direction whose edits achieve ``requested [B]`` (the transform's units), as
-    measured ``by`` (:data:`CORRECTION_MEASURES`), starting from the calibrated ``steps [B]``.
+    measured ``by`` (:data:`~latentdirs.measure.IMAGE_MEASURES`), starting from the calibrated ``steps [B]``.
 
     ``render(steps [B]) -> images [B, 3, H, W]`` renders every row moved by its step (step 0: the unedited
     image). Rows where ``fixed [B]`` (bool) is set (requests clamped to the calibrated range) and zero
     requests keep their calibrated step. ``span``: registration searches amounts in ±span.
     """
-    if by not in CORRECTION_MEASURES:
-        raise invalid("by", by, " or ".join(map(repr, CORRECTION_MEASURES)))
+    if by not in IMAGE_MEASURES:  # refused before anything is rendered
+        raise invalid("by", by, " or ".join(map(repr, IMAGE_MEASURES)))
     steps = steps.detach().float().cpu()
     requested = requested.detach().float().cpu()
     active = ~fixed.cpu() & (requested != 0) & (steps != 0)
     if not bool(active.any()):
         return steps
     sources = render(torch.zeros_like(steps))
-    measure = _measure(sources, transform, span, by)
+
+    def measure(edited: torch.Tensor) -> torch.Tensor:  # [B] on the CPU; a faded object (saliency): NaN
+        return amounts_by(by, sources, edited, transform, span=span, steps=GRID, faded=FADED).float().cpu()
+
     best, best_error = steps.clone(), torch.full_like(steps, float("inf"))
     # the bracket: the longest step known to fall short (from step 0, which achieves 0) and the shortest
     # known to overshoot (NaN until one is seen), each with its reading
@@ -87,11 +88,4 @@ def corrected_steps(render: Callable[[torch.Tensor], torch.Tensor], steps: torch
     return torch.where(active, best, steps)
 
 
-def _measure(sources: torch.Tensor, transform: str, span: float, by: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``edited [B, 3, H, W] -> achieved [B]`` (CPU float) against ``sources``, measured ``by``; a faded
-    object (saliency) gives no reading rather than a wrong one."""
-    return lambda edited: amounts_by(by, sources, edited, transform, span=span, steps=GRID,
-                                     faded=FADED).float().cpu()
-
-
-__all__ = ["CORRECTION_MEASURES", "GRID", "MAX_FACTOR", "ROUNDS", "corrected_steps"]
+__all__ = ["GRID", "MAX_FACTOR", "ROUNDS", "corrected_steps"]

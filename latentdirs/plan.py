@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 import torch
 
-from latentdirs.correction import CORRECTION_MEASURES
+from latentdirs.measure import IMAGE_MEASURES
 from latentdirs.errors import invalid
 from latentdirs.latent_file import Latents, check_mapping
 
@@ -237,9 +237,9 @@ class Strengths:
             raise invalid(self.key, [], "at least one strength", "e.g. --alphas -3:3:7")
         if self.clamp and not self.calibrated:
             raise invalid("clamp_amounts", True, "only with amounts (a calibrated edit)", "Drop --clamp-amounts")
-        if self.correct is not None and self.correct not in CORRECTION_MEASURES:
+        if self.correct is not None and self.correct not in IMAGE_MEASURES:
             raise invalid("correct_amounts", self.correct,
-                          " or ".join(map(repr, CORRECTION_MEASURES)) + " (True: registration)")
+                          " or ".join(map(repr, IMAGE_MEASURES)) + " (True: registration)")
         if self.correct and not self.calibrated:
             raise invalid("correct_amounts", self.correct, "only with amounts (a calibrated edit)",
                           "Drop --correct-amounts, or give --amounts with a calibrated direction file")

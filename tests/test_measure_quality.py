@@ -11,10 +11,11 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
 def test_a_stylegan2_export_is_measured_at_32_px_and_a_dcgan_export_at_64():
     from latentdirs.factor_reader import load_factor_reader
+    from latentdirs.generators.shapes_stylegan2 import ShapesStyleGAN2Adapter
     from training.measure_quality import REAL_SEEDS, load, measure
 
     stylegan2 = load(str(CHECKPOINTS / "shapes-stylegan2.safetensors"))
-    assert stylegan2.resolution == 32 and stylegan2.read_factors is not None
+    assert isinstance(stylegan2, ShapesStyleGAN2Adapter) and stylegan2.resolution == 32
     assert load(str(CHECKPOINTS / "shapes-dcgan.safetensors")).resolution == 64
     reader = load_factor_reader()
     result, generated, real = measure(stylegan2, reader, 300)
